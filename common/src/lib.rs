@@ -1,0 +1,18 @@
+//! Shared foundation of lastseen: the records on the topics, the one configuration every
+//! binary reads, and the telemetry plumbing.
+//!
+//! # Layout
+//! - [`record`] — contacts (registration, ping, tick), person events, dead letters; JSON on
+//!   the wire, times in epoch milliseconds.
+//! - [`config`] — layered configuration (embedded `defaults.toml` → `--config FILE` →
+//!   `LASTSEEN_<SECTION>__<KEY>`), every problem reported at once.
+//! - [`telemetry`] — logging, the `/metrics` `/healthz` `/readyz` admin server, shutdown.
+//! - [`cli`] — the command-line arguments every service shares.
+
+pub mod cli;
+pub mod config;
+pub mod record;
+pub mod telemetry;
+
+pub use config::Config;
+pub use record::{Contact, DeadLetter, EventKind, Millis, PersonEvent, Ping, Registration, Tick};
