@@ -1,0 +1,371 @@
+//! End-to-end harness: runs the real service binaries against the real Kafka and ClickHouse
+//! started by `deploy/local/up`.
+//!
+//! # Layout
+//! - [`Stack`] — one isolated pipeline per test: its own topics, consumer groups,
+//!   transactional ids, ClickHouse database and ports, so tests run in parallel on one broker.
+//!   Services are child processes (so tests can `kill -9` them); they are killed on drop.
+//! - [`token`] — signs HS256 tokens the way a phone app's backend would.
+//! - [`ClickHouse`] — a tiny HTTP query client for assertions.
+//! - `tests/` — the end-to-end tests; `src/bin/` — fleet tools and benchmarks.
+//!
+//! The binaries are taken from `target/debug` (or `LASTSEEN_BIN_DIR`); `./tests/run` builds
+//! them first.
+
+use anyhow::{Context, Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kafka bootstrap servers for tests (`LASTSEEN_TEST_KAFKA`, default `127.0.0.1:9092`).
+pub fn kafka_brokers() -> String {
+    std::env::var("LASTSEEN_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// ClickHouse HTTP URL for tests (`LASTSEEN_TEST_CLICKHOUSE`, default `http://127.0.0.1:8123`).
+pub fn clickhouse_url() -> String {
+    std::env::var("LASTSEEN_TEST_CLICKHOUSE").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+/// The HS256 secret the harness configures and signs with.
+pub const TEST_SECRET: &str = "e2e-test-secret";
+
+/// A name unique to this test run, safe for topics and ClickHouse databases.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Signs an HS256 token for `person` on `device`, valid for an hour.
+pub fn token(secret: &str, person: &str, device: &str) -> String {
+    let exp = common::record::now_millis() / 1000 + 3600;
+    let claims = serde_json::json!({"sub": person, "device_id": device, "exp": exp});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing cannot fail")
+}
+
+/// The three services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Service {
+    Ingest,
+    Processor,
+    Sink,
+}
+
+impl Service {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Service::Ingest => "ingest",
+            Service::Processor => "processor",
+            Service::Sink => "sink",
+        }
+    }
+}
+
+/// Where the service binaries are.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("LASTSEEN_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    target.join("debug")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// One isolated pipeline: topics, database, ports and the service processes.
+#[derive(Debug)]
+pub struct Stack {
+    pub name: String,
+    pub env: BTreeMap<String, String>,
+    pub ingest_url: String,
+    pub processor_url: String,
+    pub sink_url: String,
+    pub database: String,
+    pub contacts_topic: String,
+    pub events_topic: String,
+    pub dead_letter_topic: String,
+    pub log_dir: PathBuf,
+    children: BTreeMap<(Service, usize), Child>,
+}
+
+impl Stack {
+    /// Creates the topics (with `partitions` partitions) and picks ports; starts nothing.
+    /// `extra` env pairs (`LASTSEEN_*`) override the harness defaults.
+    pub async fn new(test: &str, partitions: i32, extra: &[(&str, &str)]) -> Result<Stack> {
+        let name = unique(test);
+        let topic = |t: &str| format!("e2e.{name}.{t}");
+        let (contacts, events, changelog, dead) =
+            (topic("contacts"), topic("events"), topic("state"), topic("dead-letter"));
+        create_topics(&[
+            (&contacts, partitions, false),
+            (&events, partitions, false),
+            (&changelog, partitions, true),
+            (&dead, 1, false),
+        ])
+        .await?;
+        let (ingest_port, processor_port, sink_port) = (free_port(), free_port(), free_port());
+        let database = format!("e2e_{name}");
+        let mut env = BTreeMap::new();
+        for (k, v) in [
+            ("LASTSEEN_KAFKA__BROKERS", kafka_brokers()),
+            ("LASTSEEN_KAFKA__CONTACTS_TOPIC", contacts.clone()),
+            ("LASTSEEN_KAFKA__EVENTS_TOPIC", events.clone()),
+            ("LASTSEEN_KAFKA__CHANGELOG_TOPIC", changelog),
+            ("LASTSEEN_KAFKA__DEAD_LETTER_TOPIC", dead.clone()),
+            ("LASTSEEN_KAFKA__PARTITIONS", partitions.to_string()),
+            ("LASTSEEN_CLICKHOUSE__URL", clickhouse_url()),
+            ("LASTSEEN_CLICKHOUSE__DATABASE", database.clone()),
+            ("LASTSEEN_AUTH__HS256_SECRET", TEST_SECRET.to_string()),
+            ("LASTSEEN_INGEST__LISTEN", format!("127.0.0.1:{ingest_port}")),
+            ("LASTSEEN_INGEST__RATE_LIMIT_PER_DEVICE", "0".to_string()),
+            ("LASTSEEN_PROCESSOR__LISTEN", format!("127.0.0.1:{processor_port}")),
+            ("LASTSEEN_PROCESSOR__GROUP_ID", format!("{name}-processor")),
+            ("LASTSEEN_PROCESSOR__TRANSACTIONAL_ID_PREFIX", format!("{name}-processor")),
+            ("LASTSEEN_SINK__LISTEN", format!("127.0.0.1:{sink_port}")),
+            ("LASTSEEN_SINK__GROUP_ID", format!("{name}-sink")),
+            ("LASTSEEN_SINK__MAX_DELAY", "200ms".to_string()),
+            ("LASTSEEN_LOG__LEVEL", "info".to_string()),
+        ] {
+            env.insert(k.to_string(), v);
+        }
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/e2e-logs")
+            .join(&name);
+        std::fs::create_dir_all(&log_dir)?;
+        Ok(Stack {
+            name,
+            env,
+            ingest_url: format!("http://127.0.0.1:{ingest_port}"),
+            processor_url: format!("http://127.0.0.1:{processor_port}"),
+            sink_url: format!("http://127.0.0.1:{sink_port}"),
+            database,
+            contacts_topic: contacts,
+            events_topic: events,
+            dead_letter_topic: dead,
+            log_dir,
+            children: BTreeMap::new(),
+        })
+    }
+
+    /// Starts instance `n` of `svc` (instances > 0 get their own instance id and port).
+    pub fn start_instance(&mut self, svc: Service, n: usize) -> Result<()> {
+        let bin = bin_dir().join(svc.binary());
+        if !bin.exists() {
+            bail!(
+                "{} not found: build the services first (`cargo build --workspace --bins`)",
+                bin.display()
+            );
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(format!("{}-{n}.log", svc.binary())))?;
+        let mut cmd = Command::new(&bin);
+        cmd.envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if n > 0 {
+            let section = svc.binary().to_uppercase();
+            cmd.env(format!("LASTSEEN_{section}__LISTEN"), format!("127.0.0.1:{}", free_port()));
+            cmd.env(format!("LASTSEEN_{section}__INSTANCE_ID"), format!("{}-{n}", svc.binary()));
+        }
+        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        self.children.insert((svc, n), child);
+        Ok(())
+    }
+
+    /// Starts instance 0 of `svc`.
+    pub fn start(&mut self, svc: Service) -> Result<()> {
+        self.start_instance(svc, 0)
+    }
+
+    /// `kill -9` instance `n` of `svc` and reaps it.
+    pub fn kill(&mut self, svc: Service, n: usize) {
+        if let Some(mut c) = self.children.remove(&(svc, n)) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM instance `n` of `svc` and waits up to `timeout` for it to exit.
+    pub fn terminate(&mut self, svc: Service, n: usize, timeout: Duration) -> Result<()> {
+        let Some(mut c) = self.children.remove(&(svc, n)) else { return Ok(()) };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if c.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        bail!("{} did not exit within {timeout:?} of SIGTERM", svc.binary())
+    }
+
+    /// Fails if a started service exited by itself (with its log tail).
+    pub fn check_alive(&mut self) -> Result<()> {
+        for ((svc, n), c) in self.children.iter_mut() {
+            if let Some(status) = c.try_wait()? {
+                let log = std::fs::read_to_string(self.log_dir.join(format!("{}-{n}.log", svc.binary())))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                bail!(
+                    "{}-{n} exited with {status}; log tail:\n{}",
+                    svc.binary(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until `url` + `/readyz` answers 200.
+    pub async fn wait_ready(&mut self, base: &str, timeout: Duration) -> Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("{base}/readyz not ready within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts ingest, processor and sink and waits until all three are ready.
+    pub async fn start_all(&mut self) -> Result<()> {
+        for s in [Service::Ingest, Service::Processor, Service::Sink] {
+            self.start(s)?;
+        }
+        let timeout = Duration::from_secs(60);
+        let urls = [self.ingest_url.clone(), self.processor_url.clone(), self.sink_url.clone()];
+        for u in urls {
+            self.wait_ready(&u, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// A ClickHouse client bound to this stack's database.
+    pub fn clickhouse(&self) -> ClickHouse {
+        ClickHouse { url: clickhouse_url(), database: self.database.clone() }
+    }
+
+    /// A token for `person` on `device`, signed with the stack's secret.
+    pub fn token(&self, person: &str, device: &str) -> String {
+        token(TEST_SECRET, person, device)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Creates topics `(name, partitions, compacted)` with replication 1, if absent.
+pub async fn create_topics(topics: &[(&str, i32, bool)]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .context("creating a Kafka admin client")?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions, compacted)| {
+            let t = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
+            if *compacted { t.set("cleanup.policy", "compact") } else { t }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin.create_topics(&new, &opts).await.context("creating topics")? {
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("creating topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Minimal ClickHouse HTTP client for assertions (TSV in, TSV out).
+#[derive(Debug, Clone)]
+pub struct ClickHouse {
+    pub url: String,
+    pub database: String,
+}
+
+impl ClickHouse {
+    /// Runs `sql` in the stack's database and returns the raw TSV answer.
+    pub async fn query(&self, sql: &str) -> Result<String> {
+        let r = reqwest::Client::new()
+            .post(format!("{}/?database={}", self.url, self.database))
+            .body(sql.to_string())
+            .send()
+            .await
+            .context("ClickHouse request")?;
+        let status = r.status();
+        let body = r.text().await?;
+        if !status.is_success() {
+            bail!("ClickHouse {status} for `{sql}`: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Runs a query returning one number.
+    pub async fn count(&self, sql: &str) -> Result<u64> {
+        let s = self.query(sql).await?;
+        s.trim().parse().with_context(|| format!("`{sql}` returned {s:?}"))
+    }
+
+    /// Polls `sql` until it returns `want` or `timeout` passes; returns the last value.
+    pub async fn wait_count(&self, sql: &str, want: u64, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.count(sql).await.unwrap_or(u64::MAX);
+            if got == want || Instant::now() > deadline {
+                return Ok(got);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Drops the database (best effort).
+    pub async fn drop_database(&self) {
+        let _ = reqwest::Client::new()
+            .post(&self.url)
+            .body(format!("DROP DATABASE IF EXISTS {}", self.database))
+            .send()
+            .await;
+    }
+}
