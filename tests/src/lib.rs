@@ -369,3 +369,117 @@ impl ClickHouse {
             .await;
     }
 }
+
+/// Produces `records` (JSON, explicit partition, optional key) to `topic` with an idempotent
+/// producer and waits until Kafka acknowledged all of them.
+pub async fn produce_all(topic: &str, records: &[(i32, Option<String>, Vec<u8>)]) -> Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()?;
+    let futures: Vec<_> = records
+        .iter()
+        .map(|(p, key, payload)| {
+            let mut r = FutureRecord::<String, Vec<u8>>::to(topic).partition(*p).payload(payload);
+            if let Some(k) = key {
+                r = r.key(k);
+            }
+            producer.send(r, Duration::from_secs(30))
+        })
+        .collect();
+    for f in futures::future::join_all(futures).await {
+        f.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Waits until consumer group `group` has committed offsets at the end of every partition of
+/// `topic` (the group has processed everything produced so far).
+pub async fn wait_group_caught_up(group: &str, topic: &str, timeout: Duration) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition(topic, *p);
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let mut behind = 0i64;
+        for p in &parts {
+            let (_, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))?;
+            let c = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            behind += (high - c).max(0);
+        }
+        if behind == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("group {group} still {behind} records behind on {topic} after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Reads every committed record of `topic` (read_committed) up to the current end.
+pub async fn read_all_committed(topic: &str) -> Result<Vec<Vec<u8>>> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka_brokers())
+            .set("group.id", unique("e2e-reader"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .create()?;
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for p in md.topics()[0].partitions() {
+            let (_, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+            ends.insert(p.id(), high);
+            tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let done = |c: &BaseConsumer| -> Result<bool> {
+            let pos = c.position()?;
+            Ok(ends.iter().all(|(p, high)| {
+                *high == 0
+                    || matches!(pos.find_partition(&topic, *p).map(|e| e.offset()),
+                        Some(rdkafka::Offset::Offset(o)) if o >= *high)
+            }))
+        };
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {
+                    if done(&consumer)? {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+            }
+            if Instant::now() > deadline {
+                bail!("reading {topic} did not reach the end in time");
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}

@@ -1,0 +1,308 @@
+//! Single-threaded throughput and memory benchmark of the detector.
+//!
+//! ```text
+//! cargo run --release -p processor --example detector_bench -- \
+//!     --persons 10000000 --records 100000000 [--seed 1] [--days 4] [--commit-every 200000]
+//! ```
+//!
+//! Setup (untimed): person ids, a pool of one `Contact::Ping` per person (its `received_at`
+//! is rewritten in place), the timed registrations as ready `Contact`s, and the record
+//! schedule (`u32` codes). Then 99 % of persons register over one hour of stream time
+//! (warm-up, reported separately). The timed loop feeds `&Contact`s through `Detector::apply`:
+//! ~98.7 % pings (from 96 % of persons uniformly; 3 % never ping again, so they are noticed
+//! and deregistered; 1 % were never registered), 1 % registrations (half changing address),
+//! one tick per second of stream time, stream time spanning `--days`, and a 2-hour ingest
+//! outage in the middle. Every `--commit-every` records the changelog is drained
+//! (`drain_dirty`) as the service would, inside the timed loop.
+//!
+//! The baseline runs the same loop over the same records doing only a `hashbrown` upsert of
+//! the last contact time per person id.
+//!
+//! Memory: a counting global allocator (bytes requested, excluding allocator overhead);
+//! `bytes_per_person` excludes the id and address bytes. RSS from /proc/self/statm is printed
+//! too, for the whole process (it includes the record pool).
+
+use common::config::{ClockConfig, PolicyConfig};
+use common::record::{Contact, EventKind, Ping, Registration, Tick};
+use processor::detector::Detector;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+struct Counting;
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+#[allow(unsafe_code)]
+// SAFETY: forwards to the system allocator unchanged; only counts bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(l.size(), Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        ALLOCATED.fetch_sub(l.size(), Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        ALLOCATED.fetch_add(new, Relaxed);
+        ALLOCATED.fetch_sub(l.size(), Relaxed);
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const S: i64 = 1000;
+const H: i64 = 3600 * S;
+const T0: i64 = 1_756_684_800_000;
+const KIND_BITS: u32 = 30;
+const PING: u32 = 0;
+const REG: u32 = 1;
+const TICK: u32 = 2;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.replace('_', "").parse().unwrap_or_else(|_| panic!("{name}: not a number")))
+        .unwrap_or(default)
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn address(n: u64) -> String {
+    const STREETS: [&str; 8] =
+        ["Tverskaya", "Arbat", "Leninsky pr.", "Profsoyuznaya", "Mira pr.", "Butlerova", "Lyublinskaya", "Dmitrovskoe sh."];
+    format!("Moscow, {} {}, bld {}, apt {}", STREETS[(n % 8) as usize], n % 211 + 1, n % 7 + 1, n % 397 + 1)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let persons = arg(&args, "--persons", 1_000_000) as usize;
+    let records = arg(&args, "--records", 10_000_000) as usize;
+    let seed = arg(&args, "--seed", 1);
+    let days = arg(&args, "--days", 4) as i64;
+    let commit_every = arg(&args, "--commit-every", 200_000).max(1) as usize;
+    assert!(persons >= 100 && persons < (1 << KIND_BITS), "--persons out of range");
+    let mut rng = Rng(seed);
+
+    // ---- setup (untimed) ------------------------------------------------------------
+    let ids: Vec<String> = (0..persons as u64).map(|i| format!("u{:023x}", Rng(i ^ seed).next() >> 4 | i << 32)).collect();
+    let mut pool: Vec<Contact> = ids
+        .iter()
+        .map(|id| {
+            Contact::Ping(Ping {
+                person_id: id.clone(),
+                device_id: "device".into(),
+                device_ts: 0,
+                lat: 55.75,
+                lon: 37.61,
+                accuracy_m: Some(10.0),
+                received_at: 0,
+            })
+        })
+        .collect();
+    let registered = persons - persons / 100; // the last 1 % never register
+    let active = persons * 96 / 100; // 96..99 % register and then fall silent
+    let mut addr_of: Vec<u32> = (0..persons as u32).collect();
+    let span = days * 24 * H;
+    let time_of = |i: usize| T0 + (i as i64 * (span / 1000) / records as i64) * 1000 + (i as i64 * (span % 1000) / records as i64);
+    let outage_at = records / 2;
+    let outage = 2 * H;
+    let t_at = |i: usize| time_of(i) + if i >= outage_at { outage } else { 0 };
+    let mut codes: Vec<u32> = Vec::with_capacity(records);
+    let mut regs: Vec<Contact> = Vec::new();
+    let mut last_sec = t_at(0) / S;
+    for i in 0..records {
+        let t = t_at(i);
+        if t / S != last_sec {
+            last_sec = t / S;
+            codes.push(TICK << KIND_BITS);
+            continue;
+        }
+        let roll = rng.below(1000);
+        if roll < 10 {
+            let p = rng.below(active as u64) as usize;
+            if roll < 5 {
+                addr_of[p] = rng.below(1 << 30) as u32;
+            }
+            regs.push(Contact::Registration(Registration {
+                person_id: ids[p].clone(),
+                device_id: "device".into(),
+                address: address(addr_of[p] as u64),
+                lat: None,
+                lon: None,
+                received_at: t,
+            }));
+            codes.push(REG << KIND_BITS | (regs.len() - 1) as u32);
+        } else if roll < 11 {
+            let p = registered + rng.below((persons - registered) as u64) as usize;
+            codes.push(PING << KIND_BITS | p as u32);
+        } else {
+            codes.push(PING << KIND_BITS | rng.below(active as u64) as u32);
+        }
+    }
+    let mask = (1u32 << KIND_BITS) - 1;
+    let warm_regs: Vec<Contact> = (0..registered)
+        .map(|p| {
+            Contact::Registration(Registration {
+                person_id: ids[p].clone(),
+                device_id: "device".into(),
+                address: address(p as u64),
+                lat: None,
+                lon: None,
+                // Spread over the hour before T0.
+                received_at: T0 - H + (p as i64 * H / registered as i64),
+            })
+        })
+        .collect();
+    drop(ids);
+
+    // ---- detector ---------------------------------------------------------------------
+    let policy = PolicyConfig { notice_after: Duration::from_secs(48 * 3600), deregister_after: Duration::from_secs(72 * 3600) };
+    let clock = ClockConfig { tick_interval: Duration::from_secs(1), outage_after: Duration::from_secs(30) };
+    let mem0 = ALLOCATED.load(Relaxed);
+    let mut det = Detector::new(policy, clock).expect("valid");
+    let mut out = Vec::new();
+    let mut events = [0u64; 6];
+    let mut count = |out: &mut Vec<common::record::PersonEvent>| {
+        for e in out.drain(..) {
+            events[EventKind::ALL.iter().position(|k| *k == e.kind).unwrap_or(0)] += 1;
+        }
+    };
+    let mut changelog_bytes = 0u64;
+    let w0 = Instant::now();
+    let mut last_tick = i64::MIN;
+    for c in &warm_regs {
+        let t = c.received_at();
+        if t / S != last_tick / S {
+            det.apply(&Contact::Tick(Tick { received_at: t, source: String::new() }), &mut out);
+            last_tick = t;
+        }
+        det.apply(c, &mut out);
+        count(&mut out);
+    }
+    det.drain_dirty(|_, b| changelog_bytes += b.map_or(0, |b| b.len()) as u64);
+    let warm_secs = w0.elapsed().as_secs_f64();
+
+    let mut drain_secs = 0.0;
+    let t0 = Instant::now();
+    for (i, &code) in codes.iter().enumerate() {
+        let t = t_at(i);
+        match code >> KIND_BITS {
+            PING => {
+                let c = &mut pool[(code & mask) as usize];
+                if let Contact::Ping(p) = c {
+                    p.received_at = t;
+                }
+                det.apply(c, &mut out);
+            }
+            REG => det.apply(&regs[(code & mask) as usize], &mut out),
+            _ => det.apply(&Contact::Tick(Tick { received_at: t, source: String::new() }), &mut out),
+        }
+        if !out.is_empty() {
+            count(&mut out);
+        }
+        if i % commit_every == commit_every - 1 {
+            let d0 = Instant::now();
+            det.drain_dirty(|_, b| changelog_bytes += b.map_or(0, |b| b.len()) as u64);
+            drain_secs += d0.elapsed().as_secs_f64();
+        }
+    }
+    det.drain_dirty(|_, b| changelog_bytes += b.map_or(0, |b| b.len()) as u64);
+    let secs = t0.elapsed().as_secs_f64();
+    let mem = ALLOCATED.load(Relaxed) - mem0;
+    let rss = rss_bytes();
+    let (id_bytes, addr_bytes) = det.text_bytes();
+    let n = det.persons();
+    let counts = det.counts();
+    let stream = det.stream_time().unwrap_or(0);
+    let excluded = det.excluded_outage_ms();
+    drop(det);
+
+    // ---- baseline -----------------------------------------------------------------------
+    let mut map: hashbrown::HashMap<Box<str>, i64> = hashbrown::HashMap::new();
+    for c in &warm_regs {
+        if let Some(id) = c.person_id() {
+            map.insert(id.into(), c.received_at());
+        }
+    }
+    let mut upsert = |id: &str, t: i64| match map.get_mut(id) {
+        Some(v) => *v = t,
+        None => {
+            map.insert(id.into(), t);
+        }
+    };
+    let b0 = Instant::now();
+    for (i, &code) in codes.iter().enumerate() {
+        let t = t_at(i);
+        match code >> KIND_BITS {
+            PING => {
+                let c = &mut pool[(code & mask) as usize];
+                if let Contact::Ping(p) = c {
+                    p.received_at = t;
+                    upsert(&p.person_id, p.received_at);
+                }
+            }
+            REG => {
+                if let Contact::Registration(r) = &regs[(code & mask) as usize] {
+                    upsert(&r.person_id, r.received_at);
+                }
+            }
+            _ => {
+                std::hint::black_box(t);
+            }
+        }
+    }
+    let base_secs = b0.elapsed().as_secs_f64();
+    std::hint::black_box(map.len());
+
+    let rps = records as f64 / secs;
+    let base_rps = records as f64 / base_secs;
+    let ev: Vec<String> = EventKind::ALL.iter().zip(events).map(|(k, c)| format!("\"{k}\":{c}")).collect();
+    println!(
+        "{{\"persons\":{n},\"records\":{records},\"seed\":{seed},\"records_per_sec\":{rps:.0},\
+         \"ns_per_record\":{:.1},\"bytes_per_person\":{:.1},\"bytes_per_person_total\":{:.1},\
+         \"id_bytes_per_person\":{:.1},\"address_bytes_per_person\":{:.1},\
+         \"baseline_records_per_sec\":{base_rps:.0},\"ratio_to_baseline\":{:.3},\
+         \"changelog_drain_share\":{:.3},\"warmup_registrations_per_sec\":{:.0},\
+         \"stream_hours\":{:.1},\"excluded_outage_ms\":{excluded},\"events\":{{{}}},\
+         \"counts\":{{\"registered\":{},\"silent_noticed\":{},\"deregistered\":{},\"unregistered_contact\":{}}},\
+         \"changelog_bytes\":{changelog_bytes},\"rss_bytes_end\":{rss},\"memory\":\"counting allocator (requested bytes)\"}}",
+        1e9 / rps,
+        (mem as f64 - id_bytes as f64 - addr_bytes as f64) / n as f64,
+        mem as f64 / n as f64,
+        id_bytes as f64 / n as f64,
+        addr_bytes as f64 / n as f64,
+        rps / base_rps,
+        drain_secs / secs,
+        registered as f64 / warm_secs,
+        (stream - T0) as f64 / H as f64,
+        ev.join(","),
+        counts.registered,
+        counts.silent_noticed,
+        counts.deregistered,
+        counts.unregistered_contact,
+    );
+}

@@ -1,0 +1,516 @@
+//! The per-person silence detector: a pure, synchronous state machine for one partition of
+//! the contacts topic. Records in, [`PersonEvent`]s out; no I/O, no wall clock, no randomness,
+//! so replaying the same records yields the same events byte for byte.
+//!
+//! # Time
+//! - Liveness uses `received_at` (the server clock) only; `device_ts` never matters.
+//! - *Stream time* `S` is the largest `received_at` seen. A record's *effective time* is
+//!   `max(received_at, S)`: a record stamped earlier by another ingest instance (clock skew)
+//!   counts as a contact at the current stream time. It never moves time back, errs by at most
+//!   the skew and always in the person's favour, and keeps `last_contact_at` monotonic.
+//! - *Outages*: when stream time jumps forward by a gap `G > clock.outage_after`, the platform
+//!   was not receiving. Only the **last** `tick_interval` of the gap counts (the normal distance
+//!   to the record that ended it); the first `G - tick_interval` is excluded from everyone's
+//!   silence. The *virtual clock* `V = S - excluded` therefore advances by one tick over an
+//!   outage, and deadlines live in virtual time, so an outage costs O(1), not O(persons).
+//!
+//! # States and events
+//! Silence = `V_now - V_last_contact`. Deadlines: `silence_notice` when silence ≥
+//! `notice_after`, `deregistered` when silence > `deregister_after` (i.e. at `+1 ms`). Their
+//! `at` is the server time the threshold was crossed: `last_contact_at + threshold (+1 ms for
+//! deregistration) + excluded_outage_ms`. Deadlines that stream time reaches are emitted before
+//! the record that advanced it is applied, ordered by deadline, then person id (bytes), so the
+//! order does not depend on memory layout or restore history. A contact at exactly the notice
+//! threshold therefore yields `silence_notice` then `resumed`.
+//!
+//! A ping or a registration is a contact. Contact-triggered events (`registered`,
+//! `address_changed`, `resumed`, `unregistered_contact`) have `at` = the contact's effective
+//! time and describe the silence they end: `last_contact_at` is the person's previous contact
+//! (or `at` if there was none) and `excluded_outage_ms` the outage excluded since it. A
+//! registration after a notice is a contact that confirms the address, so it yields `resumed`
+//! (before `address_changed` if the address differs).
+//!
+//! `event_id` = [`event_id`]`(person, kind, at, seq)` with `seq` a per-person transition counter.
+//!
+//! # Persistence
+//! [`Detector::take_dirty`] gives each changed person's compact snapshot for a changelog
+//! keyed by person id; [`Detector::clock_snapshot`] the partition clock. A fresh detector fed
+//! the latest snapshot of every person plus the clock continues exactly as if never stopped.
+
+mod error;
+mod person;
+mod wheel;
+
+pub use error::DetectorError;
+
+use common::config::{ClockConfig, PolicyConfig};
+use common::record::{Contact, EventKind, Millis, PersonEvent, event_id};
+use hashbrown::HashTable;
+use person::{
+    DEREGISTERED, DIRTY, IN_HEAP, IN_RING, NOTICED, PERSISTED, Person, REGISTERED, Slab,
+    UNREG_SENT,
+};
+use wheel::{Wheel, deadline};
+
+/// Clock snapshot format version.
+const CLOCK_VERSION: u8 = 1;
+
+/// Number of persons in each (disjoint) state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Registered, no notice outstanding.
+    pub registered: u64,
+    /// Registered, silence notice sent for the current silence.
+    pub silent_noticed: u64,
+    /// Not registered since a deregistration.
+    pub deregistered: u64,
+    /// Never registered, known only from pings (`unregistered_contact` sent).
+    pub unregistered_contact: u64,
+}
+
+fn category(flags: u8) -> usize {
+    if flags & REGISTERED != 0 {
+        if flags & NOTICED != 0 { 1 } else { 0 }
+    } else if flags & DEREGISTERED != 0 {
+        2
+    } else {
+        3
+    }
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The per-partition detector. See the module docs for the model.
+#[derive(Debug)]
+pub struct Detector {
+    notice: i64,
+    dereg: i64,
+    tick: i64,
+    outage_after: i64,
+    /// A record (or a restored clock) has set stream time.
+    started: bool,
+    /// `apply` has been called; restoring is no longer allowed.
+    applied: bool,
+    stream: Millis,
+    excluded: i64,
+    slab: Slab,
+    index: HashTable<u32>,
+    wheel: Wheel,
+    dirty: Vec<u32>,
+    /// Restored persons not yet placed in the wheel (needs the restored clock first).
+    pending: Vec<u32>,
+    counts: [u64; 4],
+    batch: Vec<u32>,
+}
+
+#[inline]
+fn hash(id: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id)
+}
+
+impl Detector {
+    /// Builds a detector; every problem with the policy or clock is listed in the error.
+    pub fn new(policy: PolicyConfig, clock: ClockConfig) -> Result<Detector, DetectorError> {
+        let mut problems = policy.validate();
+        let (notice, dereg) = (millis(policy.notice_after), millis(policy.deregister_after));
+        let (tick, outage_after) = (millis(clock.tick_interval), millis(clock.outage_after));
+        if problems.is_empty() && (notice < 1 || notice >= dereg) {
+            problems.push(format!(
+                "policy in whole milliseconds: notice_after ({notice} ms) must be at least 1 ms \
+                 and shorter than deregister_after ({dereg} ms)"
+            ));
+        }
+        if tick < 1 {
+            problems.push("clock.tick_interval: must be at least 1 ms".into());
+        }
+        if outage_after <= tick {
+            problems.push(format!(
+                "clock.outage_after ({outage_after} ms) must be longer than clock.tick_interval \
+                 ({tick} ms)"
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(DetectorError::InvalidConfig { problems });
+        }
+        Ok(Detector {
+            notice,
+            dereg,
+            tick,
+            outage_after,
+            started: false,
+            applied: false,
+            stream: 0,
+            excluded: 0,
+            slab: Slab::default(),
+            index: HashTable::new(),
+            wheel: Wheel::new(notice, dereg),
+            dirty: Vec::new(),
+            pending: Vec::new(),
+            counts: [0; 4],
+            batch: Vec::new(),
+        })
+    }
+
+    /// Applies one record of the partition, appending the events it causes to `out`: first the
+    /// deadlines that the advanced clock reached, then the record's own transitions.
+    pub fn apply(&mut self, c: &Contact, out: &mut Vec<PersonEvent>) {
+        match c {
+            Contact::Ping(p) => self.apply_ping(&p.person_id, p.received_at, out),
+            Contact::Registration(r) => {
+                self.apply_registration(&r.person_id, &r.address, r.received_at, out)
+            }
+            Contact::Tick(t) => self.apply_tick(t.received_at, out),
+        }
+    }
+
+    /// [`Detector::apply`] for a ping, without needing a [`Contact`].
+    pub fn apply_ping(&mut self, person_id: &str, received_at: Millis, out: &mut Vec<PersonEvent>) {
+        self.advance(received_at, out);
+        self.contact(person_id, None, out);
+    }
+
+    /// [`Detector::apply`] for a registration, without needing a [`Contact`].
+    pub fn apply_registration(
+        &mut self,
+        person_id: &str,
+        address: &str,
+        received_at: Millis,
+        out: &mut Vec<PersonEvent>,
+    ) {
+        self.advance(received_at, out);
+        self.contact(person_id, Some(address), out);
+    }
+
+    /// [`Detector::apply`] for a tick.
+    pub fn apply_tick(&mut self, received_at: Millis, out: &mut Vec<PersonEvent>) {
+        self.advance(received_at, out);
+    }
+
+    /// Stream time (largest `received_at` seen), `None` before the first record.
+    pub fn stream_time(&self) -> Option<Millis> {
+        self.started.then_some(self.stream)
+    }
+
+    /// Virtual time (stream time minus excluded outage), `None` before the first record.
+    pub fn virtual_time(&self) -> Option<Millis> {
+        self.started.then_some(self.stream - self.excluded)
+    }
+
+    /// Total outage time excluded from silences in this partition, ms.
+    pub fn excluded_outage_ms(&self) -> i64 {
+        self.excluded
+    }
+
+    /// Number of persons known to this partition.
+    pub fn persons(&self) -> u64 {
+        self.slab.len() as u64
+    }
+
+    /// Persons by state.
+    pub fn counts(&self) -> StateCounts {
+        let c = self.counts;
+        StateCounts {
+            registered: c[0],
+            silent_noticed: c[1],
+            deregistered: c[2],
+            unregistered_contact: c[3],
+        }
+    }
+
+    // ---- clock ------------------------------------------------------------------------
+
+    fn advance(&mut self, received_at: Millis, out: &mut Vec<PersonEvent>) {
+        self.applied = true;
+        if !self.started {
+            self.started = true;
+            self.stream = received_at;
+        }
+        self.wheel.start(self.stream - self.excluded);
+        if !self.pending.is_empty() {
+            self.schedule_pending();
+        }
+        if received_at > self.stream {
+            let gap = received_at - self.stream;
+            if gap > self.outage_after {
+                self.excluded += gap - self.tick;
+            }
+            self.stream = received_at;
+        }
+        let v = self.stream - self.excluded;
+        self.wheel.reach(&mut self.slab, v, self.notice, self.dereg);
+        let mut batch = std::mem::take(&mut self.batch);
+        while let Some(vd) =
+            self.wheel.pop_due(&mut self.slab, v, self.notice, self.dereg, &mut batch)
+        {
+            if batch.len() > 1 {
+                let slab = &self.slab;
+                batch.sort_unstable_by(|&a, &b| slab.get(a).id_bytes().cmp(slab.get(b).id_bytes()));
+            }
+            for &idx in &batch {
+                self.fire(idx, vd, out);
+            }
+        }
+        self.batch = batch;
+    }
+
+    fn schedule_pending(&mut self) {
+        for idx in std::mem::take(&mut self.pending) {
+            let p = self.slab.get(idx);
+            if p.has(IN_RING | IN_HEAP) {
+                continue; // restored twice
+            }
+            if let Some(d) = deadline(p, self.notice, self.dereg) {
+                self.wheel.insert(&mut self.slab, idx, d);
+            }
+        }
+    }
+
+    // ---- transitions ------------------------------------------------------------------
+
+    /// A deadline came due at virtual time `vd`.
+    fn fire(&mut self, idx: u32, vd: Millis, out: &mut Vec<PersonEvent>) {
+        let excluded = self.excluded;
+        let p = self.slab.get(idx);
+        let (lc_real, lc_virt, flags) = (p.lc_real, p.lc_virt, p.flags());
+        let silence_excluded = excluded - (lc_real - lc_virt);
+        let at = vd + excluded;
+        if flags & NOTICED == 0 {
+            self.set_flags(idx, flags | NOTICED);
+            self.emit(idx, EventKind::SilenceNotice, at, lc_real, silence_excluded, true, out);
+            self.wheel.insert(&mut self.slab, idx, lc_virt + self.dereg + 1);
+        } else {
+            self.emit(idx, EventKind::Deregistered, at, lc_real, silence_excluded, true, out);
+            self.set_flags(idx, (flags & !(REGISTERED | NOTICED)) | DEREGISTERED);
+            // The event carries the last address; the state keeps none once deregistered.
+            self.slab.get_mut(idx).set_address("");
+        }
+    }
+
+    fn contact(&mut self, id: &str, registration: Option<&str>, out: &mut Vec<PersonEvent>) {
+        let t = self.stream;
+        let v = self.stream - self.excluded;
+        let h = hash(id.as_bytes());
+        let slab = &self.slab;
+        let found = self.index.find(h, |&i| slab.get(i).id_bytes() == id.as_bytes()).copied();
+        let Some(idx) = found else {
+            let (flags, address, kind) = match registration {
+                Some(a) => (REGISTERED, a, EventKind::Registered),
+                None => (UNREG_SENT, "", EventKind::UnregisteredContact),
+            };
+            let idx = self.slab.push(Person::new(id, address, t, v, flags));
+            let slab = &self.slab;
+            self.index.insert_unique(h, idx, |&i| hash(slab.get(i).id_bytes()));
+            self.counts[category(flags)] += 1;
+            self.emit(idx, kind, t, t, 0, registration.is_some(), out);
+            if registration.is_some() {
+                self.wheel.insert(&mut self.slab, idx, v + self.notice);
+            }
+            return;
+        };
+
+        let p = self.slab.get_mut(idx);
+        let (prev_lc, prev_excl) = (p.lc_real, self.excluded - (p.lc_real - p.lc_virt));
+        // Effective time never goes back, so both stay monotonic.
+        p.lc_real = t;
+        p.lc_virt = v;
+        let flags = p.flags();
+        self.mark_dirty(idx);
+        let registered = flags & REGISTERED != 0;
+        if registered && flags & NOTICED != 0 {
+            self.set_flags(idx, flags & !NOTICED);
+            self.emit(idx, EventKind::Resumed, t, prev_lc, prev_excl, true, out);
+            // Back from the deregistration deadline to the (possibly earlier) notice one.
+            self.wheel.schedule_earlier(&mut self.slab, idx, v + self.notice);
+        }
+        match registration {
+            None if !registered && flags & UNREG_SENT == 0 => {
+                self.set_flags(idx, flags | UNREG_SENT);
+                self.emit(idx, EventKind::UnregisteredContact, t, prev_lc, prev_excl, false, out);
+            }
+            None => {}
+            Some(address) if !registered => {
+                self.set_flags(idx, (flags & !(DEREGISTERED | UNREG_SENT)) | REGISTERED);
+                self.slab.get_mut(idx).set_address(address);
+                self.emit(idx, EventKind::Registered, t, prev_lc, prev_excl, true, out);
+                self.wheel.schedule_earlier(&mut self.slab, idx, v + self.notice);
+            }
+            Some(address) => {
+                if self.slab.get(idx).address() != address {
+                    self.slab.get_mut(idx).set_address(address);
+                    self.emit(idx, EventKind::AddressChanged, t, prev_lc, prev_excl, true, out);
+                }
+            }
+        }
+    }
+
+    /// Changes persisted flags, keeping the per-state counts right.
+    fn set_flags(&mut self, idx: u32, flags: u8) {
+        let p = self.slab.get_mut(idx);
+        let before = category(p.flags());
+        p.set_flags(flags);
+        let after = category(flags);
+        self.counts[before] -= 1;
+        self.counts[after] += 1;
+        self.mark_dirty(idx);
+    }
+
+    #[inline]
+    fn mark_dirty(&mut self, idx: u32) {
+        let p = self.slab.get_mut(idx);
+        if !p.has(DIRTY) {
+            p.set_flags(p.flags() | DIRTY);
+            self.dirty.push(idx);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        idx: u32,
+        kind: EventKind,
+        at: Millis,
+        last_contact_at: Millis,
+        excluded_outage_ms: i64,
+        with_address: bool,
+        out: &mut Vec<PersonEvent>,
+    ) {
+        self.mark_dirty(idx);
+        let p = self.slab.get_mut(idx);
+        let seq = p.next_seq();
+        let person_id = p.id().to_owned();
+        out.push(PersonEvent {
+            event_id: event_id(&person_id, kind, at, u64::from(seq)),
+            person_id,
+            kind,
+            at,
+            last_contact_at,
+            notice_after_ms: self.notice,
+            deregister_after_ms: self.dereg,
+            excluded_outage_ms,
+            address: with_address.then(|| p.address().to_owned()),
+        });
+    }
+
+    // ---- persistence ------------------------------------------------------------------
+
+    /// Persons changed since the last call, with their snapshot (`None` would mean removed;
+    /// the detector currently never forgets a person). In order of first change.
+    pub fn take_dirty(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+        let mut v = Vec::with_capacity(self.dirty.len());
+        self.drain_dirty(|id, bytes| v.push((id.to_owned(), bytes.map(<[u8]>::to_vec))));
+        v
+    }
+
+    /// Allocation-free form of [`Detector::take_dirty`]: calls `f(person_id, snapshot)` for
+    /// every person changed since the last call and clears the set.
+    pub fn drain_dirty(&mut self, mut f: impl FnMut(&str, Option<&[u8]>)) {
+        let mut buf = Vec::with_capacity(64);
+        for idx in std::mem::take(&mut self.dirty) {
+            let p = self.slab.get_mut(idx);
+            p.set_flags(p.flags() & !DIRTY);
+            buf.clear();
+            p.encode(&mut buf);
+            f(p.id(), Some(&buf));
+        }
+    }
+
+    /// Number of persons changed since the last `take_dirty`.
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// The current snapshot of one person, if known.
+    pub fn person_snapshot(&self, person_id: &str) -> Option<Vec<u8>> {
+        let slab = &self.slab;
+        let idx = self
+            .index
+            .find(hash(person_id.as_bytes()), |&i| slab.get(i).id_bytes() == person_id.as_bytes())?;
+        let mut buf = Vec::new();
+        slab.get(*idx).encode(&mut buf);
+        Some(buf)
+    }
+
+    /// Restores one person from its changelog snapshot (later calls for the same id win).
+    /// Only on a fresh detector, before the first `apply`.
+    pub fn restore_person(&mut self, person_id: &str, bytes: &[u8]) -> Result<(), DetectorError> {
+        if self.applied {
+            return Err(DetectorError::RestoreAfterStart);
+        }
+        let p = Person::decode(person_id, bytes)?;
+        let flags = p.flags();
+        let h = hash(person_id.as_bytes());
+        let slab = &self.slab;
+        let found = self.index.find(h, |&i| slab.get(i).id_bytes() == person_id.as_bytes()).copied();
+        match found {
+            Some(idx) => {
+                self.counts[category(self.slab.get(idx).flags())] -= 1;
+                *self.slab.get_mut(idx) = p;
+            }
+            None => {
+                let idx = self.slab.push(p);
+                let slab = &self.slab;
+                self.index.insert_unique(h, idx, |&i| hash(slab.get(i).id_bytes()));
+                self.pending.push(idx);
+            }
+        }
+        self.counts[category(flags & PERSISTED)] += 1;
+        Ok(())
+    }
+
+    /// The partition clock: version, started, stream time, excluded outage (little-endian).
+    pub fn clock_snapshot(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(18);
+        b.push(CLOCK_VERSION);
+        b.push(u8::from(self.started));
+        b.extend_from_slice(&self.stream.to_le_bytes());
+        b.extend_from_slice(&self.excluded.to_le_bytes());
+        b
+    }
+
+    /// Restores the partition clock. Only on a fresh detector, before the first `apply`.
+    pub fn restore_clock(&mut self, bytes: &[u8]) -> Result<(), DetectorError> {
+        if self.applied {
+            return Err(DetectorError::RestoreAfterStart);
+        }
+        if bytes.len() != 18 {
+            return Err(DetectorError::bad("clock", format!("length {} != 18", bytes.len())));
+        }
+        if bytes[0] != CLOCK_VERSION {
+            return Err(DetectorError::bad("clock", format!("unknown version {}", bytes[0])));
+        }
+        if bytes[1] > 1 {
+            return Err(DetectorError::bad("clock", "bad started flag"));
+        }
+        let stream = i64::from_le_bytes(bytes[2..10].try_into().unwrap_or_default());
+        let excluded = i64::from_le_bytes(bytes[10..18].try_into().unwrap_or_default());
+        if excluded < 0 {
+            return Err(DetectorError::bad("clock", "negative excluded outage"));
+        }
+        self.started = bytes[1] == 1;
+        self.stream = stream;
+        self.excluded = excluded;
+        Ok(())
+    }
+
+    /// Total bytes of person ids and of current addresses held (O(persons); for benchmarks).
+    pub fn text_bytes(&self) -> (u64, u64) {
+        let (mut ids, mut addresses) = (0u64, 0u64);
+        for i in 0..self.slab.len() {
+            let p = self.slab.get(i);
+            ids += p.id_bytes().len() as u64;
+            addresses += p.address().len() as u64;
+        }
+        (ids, addresses)
+    }
+
+    /// Heap bytes held by the detector's own structures (slab, index, wheel, buffers), not
+    /// counting the per-person id/address blocks. For benchmarks and metrics.
+    pub fn structure_bytes(&self) -> usize {
+        self.slab.capacity_bytes()
+            + self.index.allocation_size()
+            + self.wheel.heap_bytes()
+            + (self.dirty.capacity() + self.pending.capacity() + self.batch.capacity()) * 4
+    }
+}

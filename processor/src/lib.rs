@@ -1,0 +1,11 @@
+//! The lastseen processor: notices per-person silence in the contacts stream and emits events.
+//!
+//! Layout:
+//! - [`detector`] — the pure, synchronous per-person state machine (no I/O, no wall clock, no
+//!   randomness): records of one partition in, [`common::record::PersonEvent`]s out, with
+//!   snapshots for a compacted changelog.
+//! - `service` — the Kafka shell around it (consume, run one detector per partition, produce
+//!   events and changelog exactly once).
+
+pub mod detector;
+pub mod service;
