@@ -80,21 +80,43 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.replace('_', "").parse().unwrap_or_else(|_| panic!("{name}: not a number")))
+        .map(|v| {
+            v.replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: not a number"))
+        })
         .unwrap_or(default)
 }
 
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
 fn address(n: u64) -> String {
-    const STREETS: [&str; 8] =
-        ["Tverskaya", "Arbat", "Leninsky pr.", "Profsoyuznaya", "Mira pr.", "Butlerova", "Lyublinskaya", "Dmitrovskoe sh."];
-    format!("Moscow, {} {}, bld {}, apt {}", STREETS[(n % 8) as usize], n % 211 + 1, n % 7 + 1, n % 397 + 1)
+    const STREETS: [&str; 8] = [
+        "Tverskaya",
+        "Arbat",
+        "Leninsky pr.",
+        "Profsoyuznaya",
+        "Mira pr.",
+        "Butlerova",
+        "Lyublinskaya",
+        "Dmitrovskoe sh.",
+    ];
+    format!(
+        "Moscow, {} {}, bld {}, apt {}",
+        STREETS[(n % 8) as usize],
+        n % 211 + 1,
+        n % 7 + 1,
+        n % 397 + 1
+    )
 }
 
 fn main() {
@@ -104,11 +126,16 @@ fn main() {
     let seed = arg(&args, "--seed", 1);
     let days = arg(&args, "--days", 4) as i64;
     let commit_every = arg(&args, "--commit-every", 200_000).max(1) as usize;
-    assert!(persons >= 100 && persons < (1 << KIND_BITS), "--persons out of range");
+    assert!(
+        (100..(1 << KIND_BITS)).contains(&persons),
+        "--persons out of range"
+    );
     let mut rng = Rng(seed);
 
     // ---- setup (untimed) ------------------------------------------------------------
-    let ids: Vec<String> = (0..persons as u64).map(|i| format!("u{:023x}", Rng(i ^ seed).next() >> 4 | i << 32)).collect();
+    let ids: Vec<String> = (0..persons as u64)
+        .map(|i| format!("u{:023x}", Rng(i ^ seed).next() >> 4 | i << 32))
+        .collect();
     let mut pool: Vec<Contact> = ids
         .iter()
         .map(|id| {
@@ -127,7 +154,10 @@ fn main() {
     let active = persons * 96 / 100; // 96..99 % register and then fall silent
     let mut addr_of: Vec<u32> = (0..persons as u32).collect();
     let span = days * 24 * H;
-    let time_of = |i: usize| T0 + (i as i64 * (span / 1000) / records as i64) * 1000 + (i as i64 * (span % 1000) / records as i64);
+    let time_of = |i: usize| {
+        T0 + (i as i64 * (span / 1000) / records as i64) * 1000
+            + (i as i64 * (span % 1000) / records as i64)
+    };
     let outage_at = records / 2;
     let outage = 2 * H;
     let t_at = |i: usize| time_of(i) + if i >= outage_at { outage } else { 0 };
@@ -180,15 +210,24 @@ fn main() {
     drop(ids);
 
     // ---- detector ---------------------------------------------------------------------
-    let policy = PolicyConfig { notice_after: Duration::from_secs(48 * 3600), deregister_after: Duration::from_secs(72 * 3600) };
-    let clock = ClockConfig { tick_interval: Duration::from_secs(1), outage_after: Duration::from_secs(30) };
+    let policy = PolicyConfig {
+        notice_after: Duration::from_secs(48 * 3600),
+        deregister_after: Duration::from_secs(72 * 3600),
+    };
+    let clock = ClockConfig {
+        tick_interval: Duration::from_secs(1),
+        outage_after: Duration::from_secs(30),
+    };
     let mem0 = ALLOCATED.load(Relaxed);
     let mut det = Detector::new(policy, clock).expect("valid");
     let mut out = Vec::new();
     let mut events = [0u64; 6];
     let mut count = |out: &mut Vec<common::record::PersonEvent>| {
         for e in out.drain(..) {
-            events[EventKind::ALL.iter().position(|k| *k == e.kind).unwrap_or(0)] += 1;
+            events[EventKind::ALL
+                .iter()
+                .position(|k| *k == e.kind)
+                .unwrap_or(0)] += 1;
         }
     };
     let mut changelog_bytes = 0u64;
@@ -197,7 +236,13 @@ fn main() {
     for c in &warm_regs {
         let t = c.received_at();
         if t / S != last_tick / S {
-            det.apply(&Contact::Tick(Tick { received_at: t, source: String::new() }), &mut out);
+            det.apply(
+                &Contact::Tick(Tick {
+                    received_at: t,
+                    source: String::new(),
+                }),
+                &mut out,
+            );
             last_tick = t;
         }
         det.apply(c, &mut out);
@@ -219,7 +264,13 @@ fn main() {
                 det.apply(c, &mut out);
             }
             REG => det.apply(&regs[(code & mask) as usize], &mut out),
-            _ => det.apply(&Contact::Tick(Tick { received_at: t, source: String::new() }), &mut out),
+            _ => det.apply(
+                &Contact::Tick(Tick {
+                    received_at: t,
+                    source: String::new(),
+                }),
+                &mut out,
+            ),
         }
         if !out.is_empty() {
             count(&mut out);
@@ -280,7 +331,11 @@ fn main() {
 
     let rps = records as f64 / secs;
     let base_rps = records as f64 / base_secs;
-    let ev: Vec<String> = EventKind::ALL.iter().zip(events).map(|(k, c)| format!("\"{k}\":{c}")).collect();
+    let ev: Vec<String> = EventKind::ALL
+        .iter()
+        .zip(events)
+        .map(|(k, c)| format!("\"{k}\":{c}"))
+        .collect();
     println!(
         "{{\"persons\":{n},\"records\":{records},\"seed\":{seed},\"records_per_sec\":{rps:.0},\
          \"ns_per_record\":{:.1},\"bytes_per_person\":{:.1},\"bytes_per_person_total\":{:.1},\

@@ -21,8 +21,14 @@ impl Cfg {
     fn detector(&self) -> Detector {
         let ms = |m: i64| Duration::from_millis(m as u64);
         Detector::new(
-            PolicyConfig { notice_after: ms(self.notice), deregister_after: ms(self.dereg) },
-            ClockConfig { tick_interval: ms(self.tick), outage_after: ms(self.outage) },
+            PolicyConfig {
+                notice_after: ms(self.notice),
+                deregister_after: ms(self.dereg),
+            },
+            ClockConfig {
+                tick_interval: ms(self.tick),
+                outage_after: ms(self.outage),
+            },
         )
         .expect("valid config")
     }
@@ -53,7 +59,11 @@ struct Model {
 
 impl Model {
     fn new(cfg: Cfg) -> Self {
-        Model { cfg, stream: None, persons: BTreeMap::new() }
+        Model {
+            cfg,
+            stream: None,
+            persons: BTreeMap::new(),
+        }
     }
 
     fn event(&self, id: &str, kind: EventKind, at: Millis, lc: Millis, excl: i64) -> PersonEvent {
@@ -72,20 +82,37 @@ impl Model {
         }
     }
 
-    fn push(&mut self, out: &mut Vec<PersonEvent>, id: &str, kind: EventKind, at: Millis, lc: Millis, excl: i64) {
+    fn push(
+        &mut self,
+        out: &mut Vec<PersonEvent>,
+        id: &str,
+        kind: EventKind,
+        at: Millis,
+        lc: Millis,
+        excl: i64,
+    ) {
         out.push(self.event(id, kind, at, lc, excl));
         self.persons.get_mut(id).unwrap().seq = (self.persons[id].seq + 1) & 0xff_ffff;
     }
 
     fn apply(&mut self, c: &Contact) -> Vec<PersonEvent> {
-        let Cfg { notice, dereg, tick, outage } = self.cfg;
+        let Cfg {
+            notice,
+            dereg,
+            tick,
+            outage,
+        } = self.cfg;
         let r = c.received_at();
         let mut out = Vec::new();
         match self.stream {
             None => self.stream = Some(r),
             Some(s) if r > s => {
                 let gap = r - s;
-                let (excl, counted) = if gap > outage { (gap - tick, tick) } else { (0, gap) };
+                let (excl, counted) = if gap > outage {
+                    (gap - tick, tick)
+                } else {
+                    (0, gap)
+                };
                 let mut due = Vec::new();
                 for (id, p) in self.persons.iter_mut() {
                     if p.registered {
@@ -102,7 +129,10 @@ impl Model {
                 }
                 due.sort();
                 for (at, id, kind) in due {
-                    let (lc, ex) = (self.persons[&id].last_contact, self.persons[&id].excluded_since);
+                    let (lc, ex) = (
+                        self.persons[&id].last_contact,
+                        self.persons[&id].excluded_since,
+                    );
                     if kind == 0 {
                         self.push(&mut out, &id, EventKind::SilenceNotice, at, lc, ex);
                         self.persons.get_mut(&id).unwrap().noticed = true;
@@ -127,7 +157,11 @@ impl Model {
         };
         let known = self.persons.contains_key(&id);
         let p = self.persons.entry(id.clone()).or_default();
-        let (prev_lc, prev_excl) = if known { (p.last_contact, p.excluded_since) } else { (t, 0) };
+        let (prev_lc, prev_excl) = if known {
+            (p.last_contact, p.excluded_since)
+        } else {
+            (t, 0)
+        };
         p.last_contact = t;
         p.excluded_since = 0;
         if p.registered && p.noticed {
@@ -139,7 +173,14 @@ impl Model {
             None => {
                 if !p.registered && !p.unreg_sent {
                     p.unreg_sent = true;
-                    self.push(&mut out, &id, EventKind::UnregisteredContact, t, prev_lc, prev_excl);
+                    self.push(
+                        &mut out,
+                        &id,
+                        EventKind::UnregisteredContact,
+                        t,
+                        prev_lc,
+                        prev_excl,
+                    );
                 }
             }
             Some(a) if !p.registered => {
@@ -152,7 +193,14 @@ impl Model {
             Some(a) => {
                 if p.address != a {
                     p.address = a;
-                    self.push(&mut out, &id, EventKind::AddressChanged, t, prev_lc, prev_excl);
+                    self.push(
+                        &mut out,
+                        &id,
+                        EventKind::AddressChanged,
+                        t,
+                        prev_lc,
+                        prev_excl,
+                    );
                 }
             }
         }
@@ -230,7 +278,10 @@ fn contacts(ops: &[(Op, i64, i64)]) -> Vec<Contact> {
                     accuracy_m: None,
                     received_at,
                 }),
-                Op::Tick => Contact::Tick(Tick { received_at, source: "i".into() }),
+                Op::Tick => Contact::Tick(Tick {
+                    received_at,
+                    source: "i".into(),
+                }),
             }
         })
         .collect()
@@ -318,9 +369,33 @@ proptest! {
 #[test]
 fn larger_fixed_runs_match_model() {
     for (seed, cfg) in [
-        (1u64, Cfg { notice: 48, dereg: 72, tick: 1, outage: 30 }),
-        (2, Cfg { notice: 10, dereg: 100, tick: 2, outage: 9 }),
-        (3, Cfg { notice: 500, dereg: 501, tick: 5, outage: 50 }),
+        (
+            1u64,
+            Cfg {
+                notice: 48,
+                dereg: 72,
+                tick: 1,
+                outage: 30,
+            },
+        ),
+        (
+            2,
+            Cfg {
+                notice: 10,
+                dereg: 100,
+                tick: 2,
+                outage: 9,
+            },
+        ),
+        (
+            3,
+            Cfg {
+                notice: 500,
+                dereg: 501,
+                tick: 5,
+                outage: 50,
+            },
+        ),
     ] {
         let mut x = seed;
         let mut rnd = move |n: u64| {

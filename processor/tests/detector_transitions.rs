@@ -18,7 +18,10 @@ fn policy(n: i64, d: i64) -> PolicyConfig {
     }
 }
 fn clock() -> ClockConfig {
-    ClockConfig { tick_interval: Duration::from_secs(1), outage_after: Duration::from_secs(30) }
+    ClockConfig {
+        tick_interval: Duration::from_secs(1),
+        outage_after: Duration::from_secs(30),
+    }
 }
 
 struct H {
@@ -28,13 +31,18 @@ struct H {
 
 impl H {
     fn new() -> Self {
-        H { d: Detector::new(policy(48 * H, 72 * H), clock()).unwrap(), log: Vec::new() }
+        H {
+            d: Detector::new(policy(48 * H, 72 * H), clock()).unwrap(),
+            log: Vec::new(),
+        }
     }
     fn apply(&mut self, c: Contact) -> Vec<(EventKind, String, Millis)> {
         let mut out = Vec::new();
         self.d.apply(&c, &mut out);
         self.log.extend(out.iter().cloned());
-        out.into_iter().map(|e| (e.kind, e.person_id, e.at)).collect()
+        out.into_iter()
+            .map(|e| (e.kind, e.person_id, e.at))
+            .collect()
     }
     fn ping(&mut self, id: &str, t: Millis) -> Vec<(EventKind, String, Millis)> {
         self.apply(Contact::Ping(Ping {
@@ -58,7 +66,10 @@ impl H {
         }))
     }
     fn tick(&mut self, t: Millis) -> Vec<(EventKind, String, Millis)> {
-        self.apply(Contact::Tick(Tick { received_at: t, source: "i1".into() }))
+        self.apply(Contact::Tick(Tick {
+            received_at: t,
+            source: "i1".into(),
+        }))
     }
     /// Ticks every second from the current stream time up to and including `t`.
     fn tick_until(&mut self, t: Millis) -> Vec<(EventKind, String, Millis)> {
@@ -87,12 +98,28 @@ fn registration_address_change_and_plain_contacts() {
     assert_eq!((e.last_contact_at, e.excluded_outage_ms), (T0, 0));
     assert_eq!(e.address.as_deref(), Some("Tverskaya 1"));
     assert_eq!((e.notice_after_ms, e.deregister_after_ms), (48 * H, 72 * H));
-    assert!(h.reg("a", "Tverskaya 1", T0 + S).is_empty(), "same address: contact only");
+    assert!(
+        h.reg("a", "Tverskaya 1", T0 + S).is_empty(),
+        "same address: contact only"
+    );
     assert!(h.ping("a", T0 + 2 * S).is_empty());
-    assert_eq!(h.reg("a", "Arbat 2", T0 + 3 * S), vec![ev(AddressChanged, "a", T0 + 3 * S)]);
+    assert_eq!(
+        h.reg("a", "Arbat 2", T0 + 3 * S),
+        vec![ev(AddressChanged, "a", T0 + 3 * S)]
+    );
     assert_eq!(h.last().address.as_deref(), Some("Arbat 2"));
-    assert_eq!(h.last().last_contact_at, T0 + 2 * S, "the contact before this one");
-    assert_eq!(h.d.counts(), StateCounts { registered: 1, ..Default::default() });
+    assert_eq!(
+        h.last().last_contact_at,
+        T0 + 2 * S,
+        "the contact before this one"
+    );
+    assert_eq!(
+        h.d.counts(),
+        StateCounts {
+            registered: 1,
+            ..Default::default()
+        }
+    );
 }
 
 #[test]
@@ -100,15 +127,34 @@ fn notice_exactly_at_threshold_not_a_millisecond_before() {
     let mut h = H::new();
     h.reg("a", "x", T0);
     assert!(h.tick_until(T0 + 48 * H - 1).is_empty());
-    assert_eq!(h.tick(T0 + 48 * H), vec![ev(SilenceNotice, "a", T0 + 48 * H)]);
+    assert_eq!(
+        h.tick(T0 + 48 * H),
+        vec![ev(SilenceNotice, "a", T0 + 48 * H)]
+    );
     assert_eq!(h.last().last_contact_at, T0);
     assert_eq!(h.last().address.as_deref(), Some("x"));
     assert_eq!(h.d.counts().silent_noticed, 1);
     // Once per silence.
-    assert!(h.tick_until(T0 + 72 * H).is_empty(), "72h exactly: not yet deregistered");
-    assert_eq!(h.tick(T0 + 72 * H + 1), vec![ev(Deregistered, "a", T0 + 72 * H + 1)]);
-    assert_eq!(h.last().address.as_deref(), Some("x"), "the last address, to contest it");
-    assert_eq!(h.d.counts(), StateCounts { deregistered: 1, ..Default::default() });
+    assert!(
+        h.tick_until(T0 + 72 * H).is_empty(),
+        "72h exactly: not yet deregistered"
+    );
+    assert_eq!(
+        h.tick(T0 + 72 * H + 1),
+        vec![ev(Deregistered, "a", T0 + 72 * H + 1)]
+    );
+    assert_eq!(
+        h.last().address.as_deref(),
+        Some("x"),
+        "the last address, to contest it"
+    );
+    assert_eq!(
+        h.d.counts(),
+        StateCounts {
+            deregistered: 1,
+            ..Default::default()
+        }
+    );
     assert!(h.tick_until(T0 + 200 * H).is_empty(), "deregistered once");
 }
 
@@ -117,7 +163,10 @@ fn deadline_crossed_inside_a_step_reports_the_crossing_time() {
     let mut h = H::new();
     h.reg("a", "x", T0 + 300); // off the tick grid
     h.tick_until(T0 + 48 * H - 1);
-    assert_eq!(h.tick(T0 + 48 * H + 999), vec![ev(SilenceNotice, "a", T0 + 48 * H + 300)]);
+    assert_eq!(
+        h.tick(T0 + 48 * H + 999),
+        vec![ev(SilenceNotice, "a", T0 + 48 * H + 300)]
+    );
 }
 
 #[test]
@@ -127,9 +176,16 @@ fn contact_exactly_at_notice_threshold_is_notice_then_resumed() {
     h.tick_until(T0 + 48 * H - 1);
     assert_eq!(
         h.ping("a", T0 + 48 * H),
-        vec![ev(SilenceNotice, "a", T0 + 48 * H), ev(Resumed, "a", T0 + 48 * H)]
+        vec![
+            ev(SilenceNotice, "a", T0 + 48 * H),
+            ev(Resumed, "a", T0 + 48 * H)
+        ]
     );
-    assert_eq!(h.last().last_contact_at, T0, "resumed describes the silence it ends");
+    assert_eq!(
+        h.last().last_contact_at,
+        T0,
+        "resumed describes the silence it ends"
+    );
     assert_eq!(h.d.counts().registered, 1);
 }
 
@@ -139,10 +195,16 @@ fn contact_at_72h_saves_registration_at_72h_plus_1ms_does_not() {
     h.reg("a", "x", T0);
     h.reg("b", "y", T0);
     h.tick_until(T0 + 72 * H - 1);
-    assert_eq!(h.ping("a", T0 + 72 * H), vec![ev(Resumed, "a", T0 + 72 * H)]);
+    assert_eq!(
+        h.ping("a", T0 + 72 * H),
+        vec![ev(Resumed, "a", T0 + 72 * H)]
+    );
     assert_eq!(
         h.ping("b", T0 + 72 * H + 1),
-        vec![ev(Deregistered, "b", T0 + 72 * H + 1), ev(UnregisteredContact, "b", T0 + 72 * H + 1)]
+        vec![
+            ev(Deregistered, "b", T0 + 72 * H + 1),
+            ev(UnregisteredContact, "b", T0 + 72 * H + 1)
+        ]
     );
     assert_eq!(h.last().address, None);
 }
@@ -162,7 +224,10 @@ fn two_day_outage_deregisters_nobody() {
     // Notice 48h of *counted* silence after the last contact.
     let at = T0 + 48 * H + excluded;
     assert_eq!(h.tick_until(at), vec![ev(SilenceNotice, "a", at)]);
-    assert_eq!((h.last().excluded_outage_ms, h.last().last_contact_at), (excluded, T0));
+    assert_eq!(
+        (h.last().excluded_outage_ms, h.last().last_contact_at),
+        (excluded, T0)
+    );
     let at2 = T0 + 72 * H + 1 + excluded;
     assert_eq!(h.tick_until(at2), vec![ev(Deregistered, "a", at2)]);
     assert_eq!(h.last().excluded_outage_ms, excluded);
@@ -173,7 +238,11 @@ fn outage_threshold_is_strict_and_only_the_last_tick_counts() {
     let mut h = H::new();
     h.tick(T0);
     h.tick(T0 + 30 * S);
-    assert_eq!(h.d.excluded_outage_ms(), 0, "a gap of exactly outage_after is not an outage");
+    assert_eq!(
+        h.d.excluded_outage_ms(),
+        0,
+        "a gap of exactly outage_after is not an outage"
+    );
     h.tick(T0 + 60 * S + 1);
     assert_eq!(h.d.excluded_outage_ms(), 30 * S + 1 - S);
     assert_eq!(h.d.virtual_time(), Some(T0 + 31 * S));
@@ -193,9 +262,15 @@ fn outage_straddling_a_deadline() {
     // fires inside the counted last second, "b" (due 10 s later) is pushed out by the hour.
     let back = T0 + 49 * H - 500;
     let excl = H - S;
-    assert_eq!(h.tick(back), vec![ev(SilenceNotice, "a", T0 + 48 * H + excl)]);
+    assert_eq!(
+        h.tick(back),
+        vec![ev(SilenceNotice, "a", T0 + 48 * H + excl)]
+    );
     let at = h.last().at;
-    assert!(at > back - S && at <= back, "crossing lies in the counted last tick interval");
+    assert!(
+        at > back - S && at <= back,
+        "crossing lies in the counted last tick interval"
+    );
     assert_eq!(h.last().excluded_outage_ms, excl);
     assert!(h.tick_until(T0 + 48 * H + 10 * S + excl - 1).is_empty());
     assert_eq!(
@@ -210,10 +285,16 @@ fn registration_during_silence_is_resumed_then_address_changed() {
     h.reg("a", "x", T0);
     h.reg("b", "y", T0);
     h.tick_until(T0 + 50 * H);
-    assert_eq!(h.reg("a", "x", T0 + 50 * H + 1), vec![ev(Resumed, "a", T0 + 50 * H + 1)]);
+    assert_eq!(
+        h.reg("a", "x", T0 + 50 * H + 1),
+        vec![ev(Resumed, "a", T0 + 50 * H + 1)]
+    );
     assert_eq!(
         h.reg("b", "z", T0 + 50 * H + 2),
-        vec![ev(Resumed, "b", T0 + 50 * H + 2), ev(AddressChanged, "b", T0 + 50 * H + 2)]
+        vec![
+            ev(Resumed, "b", T0 + 50 * H + 2),
+            ev(AddressChanged, "b", T0 + 50 * H + 2)
+        ]
     );
     // A registration before any notice is a plain contact that restarts the silence.
     h.reg("c", "q", T0 + 50 * H + 3);
@@ -250,7 +331,10 @@ fn out_of_order_contact_counts_at_stream_time() {
     assert!(h.ping("a", T0 + 10 * H - 5 * S).is_empty());
     assert_eq!(h.d.stream_time(), Some(T0 + 10 * H));
     assert!(h.tick_until(T0 + 58 * H - 1).is_empty());
-    assert_eq!(h.tick(T0 + 58 * H), vec![ev(SilenceNotice, "a", T0 + 58 * H)]);
+    assert_eq!(
+        h.tick(T0 + 58 * H),
+        vec![ev(SilenceNotice, "a", T0 + 58 * H)]
+    );
     assert_eq!(h.last().last_contact_at, T0 + 10 * H);
     // A late registration while not registered still registers, at stream time.
     assert_eq!(h.reg("n", "x", T0), vec![ev(Registered, "n", T0 + 58 * H)]);
@@ -262,7 +346,13 @@ fn device_time_never_matters() {
         let mut d = Detector::new(policy(48 * H, 72 * H), clock()).unwrap();
         let mut out = Vec::new();
         for i in 0..200 {
-            d.apply(&Contact::Tick(Tick { received_at: T0 + i * 30 * S, source: String::new() }), &mut out);
+            d.apply(
+                &Contact::Tick(Tick {
+                    received_at: T0 + i * 30 * S,
+                    source: String::new(),
+                }),
+                &mut out,
+            );
             if i % 50 == 0 {
                 d.apply(
                     &Contact::Ping(Ping {
@@ -290,15 +380,27 @@ fn reregistration_after_deregistration_and_unregistered_contact_once() {
     assert_eq!(h.last().address, None);
     assert!(h.ping("a", T0 + S).is_empty(), "once");
     assert_eq!(h.d.counts().unregistered_contact, 1);
-    assert_eq!(h.reg("a", "x", T0 + 2 * S), vec![ev(Registered, "a", T0 + 2 * S)]);
+    assert_eq!(
+        h.reg("a", "x", T0 + 2 * S),
+        vec![ev(Registered, "a", T0 + 2 * S)]
+    );
     h.tick_until(T0 + 2 * S + 72 * H + 1);
     assert_eq!(h.last().kind, Deregistered);
-    assert_eq!(h.ping("a", T0 + 80 * H), vec![ev(UnregisteredContact, "a", T0 + 80 * H)]);
+    assert_eq!(
+        h.ping("a", T0 + 80 * H),
+        vec![ev(UnregisteredContact, "a", T0 + 80 * H)]
+    );
     assert!(h.ping("a", T0 + 80 * H + 1).is_empty());
     assert_eq!(h.d.counts().deregistered, 1);
-    assert_eq!(h.reg("a", "y", T0 + 81 * H), vec![ev(Registered, "a", T0 + 81 * H)]);
+    assert_eq!(
+        h.reg("a", "y", T0 + 81 * H),
+        vec![ev(Registered, "a", T0 + 81 * H)]
+    );
     assert_eq!(h.last().address.as_deref(), Some("y"));
-    assert_eq!(h.tick_until(T0 + 129 * H), vec![ev(SilenceNotice, "a", T0 + 129 * H)]);
+    assert_eq!(
+        h.tick_until(T0 + 129 * H),
+        vec![ev(SilenceNotice, "a", T0 + 129 * H)]
+    );
 }
 
 #[test]
@@ -344,10 +446,15 @@ fn simultaneous_deadlines_fire_by_deadline_then_person_id_before_the_record() {
 fn invalid_configuration_lists_every_problem() {
     let err = Detector::new(
         policy(72 * H, 48 * H),
-        ClockConfig { tick_interval: Duration::ZERO, outage_after: Duration::ZERO },
+        ClockConfig {
+            tick_interval: Duration::ZERO,
+            outage_after: Duration::ZERO,
+        },
     )
     .unwrap_err();
-    let DetectorError::InvalidConfig { problems } = &err else { panic!("{err}") };
+    let DetectorError::InvalidConfig { problems } = &err else {
+        panic!("{err}")
+    };
     assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(err.to_string().contains("must be shorter"), "{err}");
     assert!(Detector::new(policy(0, 0), clock()).is_err());
@@ -365,8 +472,14 @@ fn restore_is_only_for_a_fresh_detector_and_checks_its_input() {
     h.reg("a", "x", T0);
     let snap = h.d.person_snapshot("a").unwrap();
     let clock_bytes = h.d.clock_snapshot();
-    assert_eq!(h.d.restore_person("a", &snap), Err(DetectorError::RestoreAfterStart));
-    assert_eq!(h.d.restore_clock(&clock_bytes), Err(DetectorError::RestoreAfterStart));
+    assert_eq!(
+        h.d.restore_person("a", &snap),
+        Err(DetectorError::RestoreAfterStart)
+    );
+    assert_eq!(
+        h.d.restore_clock(&clock_bytes),
+        Err(DetectorError::RestoreAfterStart)
+    );
 
     let mut fresh = Detector::new(policy(48 * H, 72 * H), clock()).unwrap();
     assert!(fresh.restore_clock(&clock_bytes[..5]).is_err());
@@ -381,7 +494,13 @@ fn restore_is_only_for_a_fresh_detector_and_checks_its_input() {
     assert_eq!(fresh.counts().registered, 1);
     assert_eq!(fresh.stream_time(), Some(T0));
     let mut out = Vec::new();
-    fresh.apply(&Contact::Tick(Tick { received_at: T0 + 48 * H + 1, source: String::new() }), &mut out);
+    fresh.apply(
+        &Contact::Tick(Tick {
+            received_at: T0 + 48 * H + 1,
+            source: String::new(),
+        }),
+        &mut out,
+    );
     // 48h in one jump is an outage: nothing fires.
     assert!(out.is_empty());
 }
@@ -393,7 +512,10 @@ fn take_dirty_reports_each_changed_person_once() {
     h.ping("a", T0 + 1);
     h.ping("b", T0 + 2);
     let d = h.d.take_dirty();
-    assert_eq!(d.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        d.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     assert!(d.iter().all(|(_, b)| b.as_ref().is_some_and(|b| b[0] == 1)));
     assert!(h.d.take_dirty().is_empty());
     h.tick(T0 + 3);

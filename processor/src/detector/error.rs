@@ -17,6 +17,9 @@ pub enum DetectorError {
 
 impl DetectorError {
     pub(crate) fn bad(what: &'static str, reason: impl Into<String>) -> Self {
-        DetectorError::BadSnapshot { what, reason: reason.into() }
+        DetectorError::BadSnapshot {
+            what,
+            reason: reason.into(),
+        }
     }
 }

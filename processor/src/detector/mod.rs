@@ -47,8 +47,7 @@ use common::config::{ClockConfig, PolicyConfig};
 use common::record::{Contact, EventKind, Millis, PersonEvent, event_id};
 use hashbrown::HashTable;
 use person::{
-    DEREGISTERED, DIRTY, IN_HEAP, IN_RING, NOTICED, PERSISTED, Person, REGISTERED, Slab,
-    UNREG_SENT,
+    DEREGISTERED, DIRTY, IN_HEAP, IN_RING, NOTICED, PERSISTED, Person, REGISTERED, Slab, UNREG_SENT,
 };
 use wheel::{Wheel, deadline};
 
@@ -242,7 +241,8 @@ impl Detector {
         self.wheel.reach(&mut self.slab, v, self.notice, self.dereg);
         let mut batch = std::mem::take(&mut self.batch);
         while let Some(vd) =
-            self.wheel.pop_due(&mut self.slab, v, self.notice, self.dereg, &mut batch)
+            self.wheel
+                .pop_due(&mut self.slab, v, self.notice, self.dereg, &mut batch)
         {
             if batch.len() > 1 {
                 let slab = &self.slab;
@@ -278,10 +278,27 @@ impl Detector {
         let at = vd + excluded;
         if flags & NOTICED == 0 {
             self.set_flags(idx, flags | NOTICED);
-            self.emit(idx, EventKind::SilenceNotice, at, lc_real, silence_excluded, true, out);
-            self.wheel.insert(&mut self.slab, idx, lc_virt + self.dereg + 1);
+            self.emit(
+                idx,
+                EventKind::SilenceNotice,
+                at,
+                lc_real,
+                silence_excluded,
+                true,
+                out,
+            );
+            self.wheel
+                .insert(&mut self.slab, idx, lc_virt + self.dereg + 1);
         } else {
-            self.emit(idx, EventKind::Deregistered, at, lc_real, silence_excluded, true, out);
+            self.emit(
+                idx,
+                EventKind::Deregistered,
+                at,
+                lc_real,
+                silence_excluded,
+                true,
+                out,
+            );
             self.set_flags(idx, (flags & !(REGISTERED | NOTICED)) | DEREGISTERED);
             // The event carries the last address; the state keeps none once deregistered.
             self.slab.get_mut(idx).set_address("");
@@ -293,7 +310,10 @@ impl Detector {
         let v = self.stream - self.excluded;
         let h = hash(id.as_bytes());
         let slab = &self.slab;
-        let found = self.index.find(h, |&i| slab.get(i).id_bytes() == id.as_bytes()).copied();
+        let found = self
+            .index
+            .find(h, |&i| slab.get(i).id_bytes() == id.as_bytes())
+            .copied();
         let Some(idx) = found else {
             let (flags, address, kind) = match registration {
                 Some(a) => (REGISTERED, a, EventKind::Registered),
@@ -301,7 +321,8 @@ impl Detector {
             };
             let idx = self.slab.push(Person::new(id, address, t, v, flags));
             let slab = &self.slab;
-            self.index.insert_unique(h, idx, |&i| hash(slab.get(i).id_bytes()));
+            self.index
+                .insert_unique(h, idx, |&i| hash(slab.get(i).id_bytes()));
             self.counts[category(flags)] += 1;
             self.emit(idx, kind, t, t, 0, registration.is_some(), out);
             if registration.is_some() {
@@ -322,26 +343,44 @@ impl Detector {
             self.set_flags(idx, flags & !NOTICED);
             self.emit(idx, EventKind::Resumed, t, prev_lc, prev_excl, true, out);
             // Back from the deregistration deadline to the (possibly earlier) notice one.
-            self.wheel.schedule_earlier(&mut self.slab, idx, v + self.notice);
+            self.wheel
+                .schedule_earlier(&mut self.slab, idx, v + self.notice);
         }
         match registration {
             None if !registered && flags & UNREG_SENT == 0 => {
                 self.set_flags(idx, flags | UNREG_SENT);
-                self.emit(idx, EventKind::UnregisteredContact, t, prev_lc, prev_excl, false, out);
+                self.emit(
+                    idx,
+                    EventKind::UnregisteredContact,
+                    t,
+                    prev_lc,
+                    prev_excl,
+                    false,
+                    out,
+                );
             }
             None => {}
             Some(address) if !registered => {
                 self.set_flags(idx, (flags & !(DEREGISTERED | UNREG_SENT)) | REGISTERED);
                 self.slab.get_mut(idx).set_address(address);
                 self.emit(idx, EventKind::Registered, t, prev_lc, prev_excl, true, out);
-                self.wheel.schedule_earlier(&mut self.slab, idx, v + self.notice);
+                self.wheel
+                    .schedule_earlier(&mut self.slab, idx, v + self.notice);
             }
-            Some(address) => {
-                if self.slab.get(idx).address() != address {
-                    self.slab.get_mut(idx).set_address(address);
-                    self.emit(idx, EventKind::AddressChanged, t, prev_lc, prev_excl, true, out);
-                }
+            Some(address) if self.slab.get(idx).address() != address => {
+                self.slab.get_mut(idx).set_address(address);
+                self.emit(
+                    idx,
+                    EventKind::AddressChanged,
+                    t,
+                    prev_lc,
+                    prev_excl,
+                    true,
+                    out,
+                );
             }
+            // Same address while registered: a contact, no event.
+            Some(_) => {}
         }
     }
 
@@ -396,7 +435,8 @@ impl Detector {
     // ---- persistence ------------------------------------------------------------------
 
     /// Persons changed since the last call, with their snapshot (`None` would mean removed;
-    /// the detector currently never forgets a person). In order of first change.
+    /// the detector currently never forgets a person). Each person once, in no particular
+    /// (but deterministic) order.
     pub fn take_dirty(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
         let mut v = Vec::with_capacity(self.dirty.len());
         self.drain_dirty(|id, bytes| v.push((id.to_owned(), bytes.map(<[u8]>::to_vec))));
@@ -407,13 +447,19 @@ impl Detector {
     /// every person changed since the last call and clears the set.
     pub fn drain_dirty(&mut self, mut f: impl FnMut(&str, Option<&[u8]>)) {
         let mut buf = Vec::with_capacity(64);
-        for idx in std::mem::take(&mut self.dirty) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        // Slab order: neighbouring persons share cache lines and pages (2-3x faster drains
+        // at millions of persons than change order).
+        dirty.sort_unstable();
+        for &idx in &dirty {
             let p = self.slab.get_mut(idx);
             p.set_flags(p.flags() & !DIRTY);
             buf.clear();
             p.encode(&mut buf);
             f(p.id(), Some(&buf));
         }
+        dirty.clear();
+        self.dirty = dirty;
     }
 
     /// Number of persons changed since the last `take_dirty`.
@@ -424,9 +470,9 @@ impl Detector {
     /// The current snapshot of one person, if known.
     pub fn person_snapshot(&self, person_id: &str) -> Option<Vec<u8>> {
         let slab = &self.slab;
-        let idx = self
-            .index
-            .find(hash(person_id.as_bytes()), |&i| slab.get(i).id_bytes() == person_id.as_bytes())?;
+        let idx = self.index.find(hash(person_id.as_bytes()), |&i| {
+            slab.get(i).id_bytes() == person_id.as_bytes()
+        })?;
         let mut buf = Vec::new();
         slab.get(*idx).encode(&mut buf);
         Some(buf)
@@ -442,7 +488,10 @@ impl Detector {
         let flags = p.flags();
         let h = hash(person_id.as_bytes());
         let slab = &self.slab;
-        let found = self.index.find(h, |&i| slab.get(i).id_bytes() == person_id.as_bytes()).copied();
+        let found = self
+            .index
+            .find(h, |&i| slab.get(i).id_bytes() == person_id.as_bytes())
+            .copied();
         match found {
             Some(idx) => {
                 self.counts[category(self.slab.get(idx).flags())] -= 1;
@@ -451,7 +500,8 @@ impl Detector {
             None => {
                 let idx = self.slab.push(p);
                 let slab = &self.slab;
-                self.index.insert_unique(h, idx, |&i| hash(slab.get(i).id_bytes()));
+                self.index
+                    .insert_unique(h, idx, |&i| hash(slab.get(i).id_bytes()));
                 self.pending.push(idx);
             }
         }
@@ -475,10 +525,16 @@ impl Detector {
             return Err(DetectorError::RestoreAfterStart);
         }
         if bytes.len() != 18 {
-            return Err(DetectorError::bad("clock", format!("length {} != 18", bytes.len())));
+            return Err(DetectorError::bad(
+                "clock",
+                format!("length {} != 18", bytes.len()),
+            ));
         }
         if bytes[0] != CLOCK_VERSION {
-            return Err(DetectorError::bad("clock", format!("unknown version {}", bytes[0])));
+            return Err(DetectorError::bad(
+                "clock",
+                format!("unknown version {}", bytes[0]),
+            ));
         }
         if bytes[1] > 1 {
             return Err(DetectorError::bad("clock", "bad started flag"));

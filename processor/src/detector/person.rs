@@ -55,7 +55,13 @@ fn varint(mut n: usize, out: &mut Vec<u8>) {
 
 impl Person {
     pub fn new(id: &str, address: &str, lc_real: Millis, lc_virt: Millis, flags: u8) -> Self {
-        let mut p = Person { key: Box::new([]), lc_real, lc_virt, sched: 0, meta: flags as u32 };
+        let mut p = Person {
+            key: Box::new([]),
+            lc_real,
+            lc_virt,
+            sched: 0,
+            meta: flags as u32,
+        };
         p.rebuild_key(id.as_bytes(), address);
         p
     }
@@ -200,12 +206,18 @@ impl Slab {
         &mut self.chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)]
     }
     pub fn capacity_bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.capacity() * std::mem::size_of::<Person>()).sum::<usize>()
+        self.chunks
+            .iter()
+            .map(|c| c.capacity() * std::mem::size_of::<Person>())
+            .sum::<usize>()
             + self.chunks.capacity() * std::mem::size_of::<Vec<Person>>()
     }
 
     pub fn push(&mut self, p: Person) -> u32 {
-        assert!(self.len < u32::MAX, "more than 4 billion persons in one partition");
+        assert!(
+            self.len < u32::MAX,
+            "more than 4 billion persons in one partition"
+        );
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
             self.chunks.push(Vec::new());
         }
@@ -239,7 +251,10 @@ mod tests {
             p.encode(&mut b);
             assert_eq!(b[0], PERSON_VERSION);
             let q = Person::decode(id, &b).unwrap();
-            assert_eq!((q.id(), q.address(), q.seq(), q.lc_real, q.lc_virt), (id, "Tverskaya 1", 2, 10, 7));
+            assert_eq!(
+                (q.id(), q.address(), q.seq(), q.lc_real, q.lc_virt),
+                (id, "Tverskaya 1", 2, 10, 7)
+            );
             assert_eq!(q.flags(), REGISTERED | NOTICED);
             p.set_address("Arbat 2");
             assert_eq!((p.id(), p.address()), (id, "Arbat 2"));

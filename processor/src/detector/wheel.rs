@@ -9,7 +9,7 @@
 //! deregistration deadline back to the notice deadline); it leaves a stale entry behind that
 //! is recognised by `sched` / the `IN_RING` flag and skipped.
 
-use super::person::{IN_HEAP, IN_RING, Person, REGISTERED, NOTICED, Slab};
+use super::person::{IN_HEAP, IN_RING, NOTICED, Person, REGISTERED, Slab};
 use common::record::Millis;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -37,7 +37,6 @@ pub(crate) struct Wheel {
     started: bool,
     /// Entries of reached buckets, by (virtual deadline, slab index).
     due: BinaryHeap<Reverse<(Millis, u32)>>,
-    scratch: Vec<u32>,
 }
 
 impl Wheel {
@@ -52,7 +51,6 @@ impl Wheel {
             cursor: 0,
             started: false,
             due: BinaryHeap::new(),
-            scratch: Vec::new(),
         }
     }
 
@@ -108,11 +106,12 @@ impl Wheel {
         let n = self.slots.len() as i64;
         while self.cursor <= last {
             let b = self.cursor;
-            let slot = b.rem_euclid(n) as usize;
-            std::mem::swap(&mut self.scratch, &mut self.slots[slot]);
+            // Taken, not swapped: entries re-inserted into this very slot (one revolution
+            // later) must land in the slot, and the allocation is freed so bursty buckets
+            // do not pin memory.
+            let entries = std::mem::take(&mut self.slots[b.rem_euclid(n) as usize]);
             self.cursor += 1;
-            for k in 0..self.scratch.len() {
-                let idx = self.scratch[k];
+            for &idx in &entries {
                 let p = slab.get_mut(idx);
                 // Stale (left behind by `schedule_earlier`) or a duplicate of one already
                 // taken from this slot.
@@ -120,7 +119,9 @@ impl Wheel {
                     continue;
                 }
                 p.set_flags(p.flags() & !IN_RING);
-                let Some(d) = deadline(p, notice, dereg) else { continue };
+                let Some(d) = deadline(p, notice, dereg) else {
+                    continue;
+                };
                 if self.bucket(d) > b {
                     self.insert(slab, idx, d);
                 } else {
@@ -128,9 +129,6 @@ impl Wheel {
                     self.due.push(Reverse((d, idx)));
                 }
             }
-            self.scratch.clear();
-            // Hand the (now empty) allocation back so slots keep their capacity.
-            std::mem::swap(&mut self.scratch, &mut self.slots[slot]);
         }
     }
 

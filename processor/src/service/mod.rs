@@ -103,7 +103,11 @@ pub async fn run(
     });
     let result = tokio::task::spawn_blocking(move || run_loop(config, metrics, ready, stop))
         .await
-        .unwrap_or_else(|e| Err(ServiceError::Fatal(format!("processing thread panicked: {e}"))));
+        .unwrap_or_else(|e| {
+            Err(ServiceError::Fatal(format!(
+                "processing thread panicked: {e}"
+            )))
+        });
     let _ = admin_stop_tx.send(());
     let _ = admin_task.await;
     result
@@ -132,7 +136,9 @@ struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("partitions", &self.partitions.len()).finish()
+        f.debug_struct("Core")
+            .field("partitions", &self.partitions.len())
+            .finish()
     }
 }
 
@@ -177,13 +183,22 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let mut core = lock(&self.core);
         if let Rebalance::Assign(tpl) = rebalance {
-            tracing::info!(partitions = tpl.count(), "partitions assigned; restoring state");
+            tracing::info!(
+                partitions = tpl.count(),
+                "partitions assigned; restoring state"
+            );
             core.ready.set(false);
             for el in tpl.elements() {
                 let p = el.partition();
                 match restore(&core.cfg, p, &core.metrics) {
                     Ok(detector) => {
-                        core.partitions.insert(p, Partition { detector, next_offset: None });
+                        core.partitions.insert(
+                            p,
+                            Partition {
+                                detector,
+                                next_offset: None,
+                            },
+                        );
                     }
                     Err(e) => {
                         tracing::error!(partition = p, error = %e, "restore failed");
@@ -217,7 +232,10 @@ impl Core {
         let payload = msg.payload().unwrap_or_default();
         match serde_json::from_slice::<Contact>(payload) {
             Ok(contact) => {
-                self.metrics.records.with_label_values(&[contact.type_name()]).inc();
+                self.metrics
+                    .records
+                    .with_label_values(&[contact.type_name()])
+                    .inc();
                 let part = self.partitions.get_mut(&p).expect("checked above");
                 part.detector.apply(&contact, &mut self.events);
             }
@@ -228,9 +246,17 @@ impl Core {
         }
         let events_topic = self.cfg.kafka.events_topic.clone();
         for e in std::mem::take(&mut self.events) {
-            self.metrics.events.with_label_values(&[e.kind.as_str()]).inc();
+            self.metrics
+                .events
+                .with_label_values(&[e.kind.as_str()])
+                .inc();
             let json = serde_json::to_vec(&e).expect("events serialize");
-            send(&self.producer, BaseRecord::to(&events_topic).key(&e.person_id).payload(&json))?;
+            send(
+                &self.producer,
+                BaseRecord::to(&events_topic)
+                    .key(&e.person_id)
+                    .payload(&json),
+            )?;
         }
         if let Some(part) = self.partitions.get_mut(&p) {
             part.next_offset = Some(msg.offset() + 1);
@@ -245,7 +271,12 @@ impl Core {
         reason: &str,
     ) -> Result<(), ServiceError> {
         self.metrics.dead_letters.with_label_values(&[label]).inc();
-        tracing::warn!(partition = msg.partition(), offset = msg.offset(), reason, "dead letter");
+        tracing::warn!(
+            partition = msg.partition(),
+            offset = msg.offset(),
+            reason,
+            "dead letter"
+        );
         let dl = DeadLetter {
             stage: "processor".into(),
             reason: reason.into(),
@@ -259,7 +290,9 @@ impl Core {
         let key = format!("{}-{}", msg.partition(), msg.offset());
         send(
             &self.producer,
-            BaseRecord::to(&self.cfg.kafka.dead_letter_topic).key(&key).payload(&json),
+            BaseRecord::to(&self.cfg.kafka.dead_letter_topic)
+                .key(&key)
+                .payload(&json),
         )
     }
 
@@ -293,22 +326,45 @@ impl Core {
                 return Err(e);
             }
             let clock = part.detector.clock_snapshot();
-            send(producer, BaseRecord::to(&changelog).partition(p).key(CLOCK_KEY).payload(&clock))?;
+            send(
+                producer,
+                BaseRecord::to(&changelog)
+                    .partition(p)
+                    .key(CLOCK_KEY)
+                    .payload(&clock),
+            )?;
             if let Some(o) = part.next_offset {
                 offsets.add_partition_offset(&contacts, p, Offset::Offset(o))?;
             }
         }
+        let produced = started.elapsed();
         if offsets.count() > 0 {
             let meta = consumer
                 .group_metadata()
                 .ok_or_else(|| ServiceError::Abortable("no consumer group metadata yet".into()))?;
-            retry_txn(|| self.producer.send_offsets_to_transaction(&offsets, &meta, TXN_TIMEOUT))?;
+            retry_txn(|| {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &meta, TXN_TIMEOUT)
+            })?;
         }
+        let offsets_sent = started.elapsed();
         retry_txn(|| self.producer.commit_transaction(TXN_TIMEOUT))?;
+        tracing::debug!(
+            changelog_records = written,
+            produce_ms = produced.as_millis() as u64,
+            offsets_ms = (offsets_sent - produced).as_millis() as u64,
+            commit_ms = (started.elapsed() - offsets_sent).as_millis() as u64,
+            "transaction committed"
+        );
         self.in_txn = false;
         self.metrics.changelog_writes.inc_by(written);
-        self.metrics.transactions.with_label_values(&["committed"]).inc();
-        self.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .transactions
+            .with_label_values(&["committed"])
+            .inc();
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -322,7 +378,10 @@ impl Core {
                 self.failed = Some(ServiceError::Fatal(format!("abort failed: {e}")));
             }
             self.in_txn = false;
-            self.metrics.transactions.with_label_values(&["aborted"]).inc();
+            self.metrics
+                .transactions
+                .with_label_values(&["aborted"])
+                .inc();
         }
     }
 
@@ -338,7 +397,13 @@ impl Core {
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
         for p in owned {
             let detector = restore(&self.cfg, p, &self.metrics)?;
-            self.partitions.insert(p, Partition { detector, next_offset: None });
+            self.partitions.insert(
+                p,
+                Partition {
+                    detector,
+                    next_offset: None,
+                },
+            );
             let offset = committed
                 .find_partition(&contacts, p)
                 .map(|e| e.offset())
@@ -364,13 +429,18 @@ impl Core {
             totals[3] += c.unregistered_contact;
             let label = p.to_string();
             if let Some(st) = part.detector.stream_time() {
-                m.stream_time_lag.with_label_values(&[&label]).set((now - st) as f64 / 1000.0);
+                m.stream_time_lag
+                    .with_label_values(&[&label])
+                    .set((now - st) as f64 / 1000.0);
             }
             m.excluded_outage
                 .with_label_values(&[&label])
                 .set(part.detector.excluded_outage_ms() as f64 / 1000.0);
         }
-        for (state, n) in ["registered", "silent", "deregistered", "unregistered"].iter().zip(totals) {
+        for (state, n) in ["registered", "silent", "deregistered", "unregistered"]
+            .iter()
+            .zip(totals)
+        {
             m.persons.with_label_values(&[state]).set(n as i64);
         }
     }
@@ -425,9 +495,12 @@ fn retry_txn(mut f: impl FnMut() -> Result<(), KafkaError>) -> Result<(), Servic
 }
 
 /// Rebuilds partition `p`'s detector from the changelog (read_committed, to its end).
-fn restore(cfg: &Config, p: i32, metrics: &Metrics) -> Result<Detector, ServiceError> {
+pub fn restore(cfg: &Config, p: i32, metrics: &Metrics) -> Result<Detector, ServiceError> {
     let started = Instant::now();
-    let err = |reason: String| ServiceError::Restore { partition: p, reason };
+    let err = |reason: String| ServiceError::Restore {
+        partition: p,
+        reason,
+    };
     let mut detector = Detector::new(cfg.policy, cfg.clock)?;
     let topic = &cfg.kafka.changelog_topic;
     let consumer: BaseConsumer = cfg
@@ -451,7 +524,9 @@ fn restore(cfg: &Config, p: i32, metrics: &Metrics) -> Result<Detector, ServiceE
         consumer.assign(&tpl)?;
         loop {
             if started.elapsed() > RESTORE_TIMEOUT {
-                return Err(err(format!("not at the end ({high}) after {RESTORE_TIMEOUT:?}")));
+                return Err(err(format!(
+                    "not at the end ({high}) after {RESTORE_TIMEOUT:?}"
+                )));
             }
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
@@ -474,7 +549,8 @@ fn restore(cfg: &Config, p: i32, metrics: &Metrics) -> Result<Detector, ServiceE
                     // Aborted records and transaction markers are skipped without a message:
                     // the position tells whether we are past the end.
                     let pos = consumer.position()?;
-                    if let Some(Offset::Offset(o)) = pos.find_partition(topic, p).map(|e| e.offset())
+                    if let Some(Offset::Offset(o)) =
+                        pos.find_partition(topic, p).map(|e| e.offset())
                     {
                         if o >= high {
                             break;
@@ -486,10 +562,14 @@ fn restore(cfg: &Config, p: i32, metrics: &Metrics) -> Result<Detector, ServiceE
         }
     }
     if let Some(c) = clock {
-        detector.restore_clock(&c).map_err(|e| err(format!("clock: {e}")))?;
+        detector
+            .restore_clock(&c)
+            .map_err(|e| err(format!("clock: {e}")))?;
     }
     metrics.restored_records.inc_by(records);
-    metrics.restore_duration.observe(started.elapsed().as_secs_f64());
+    metrics
+        .restore_duration
+        .observe(started.elapsed().as_secs_f64());
     tracing::info!(
         partition = p,
         records,
@@ -506,7 +586,10 @@ fn run_loop(
     ready: Readiness,
     stop: Arc<AtomicBool>,
 ) -> Result<(), ServiceError> {
-    let txn_id = format!("{}-{}", cfg.processor.transactional_id_prefix, cfg.processor.instance_id);
+    let txn_id = format!(
+        "{}-{}",
+        cfg.processor.transactional_id_prefix, cfg.processor.instance_id
+    );
     let producer: BaseProducer = cfg
         .kafka_client_config("processor")
         .set("transactional.id", &txn_id)
@@ -532,8 +615,8 @@ fn run_loop(
         ready: ready.clone(),
         failed: None,
     }));
-    let consumer: BaseConsumer<Ctx> = consumer_config(&cfg)
-        .create_with_context(Ctx { core: core.clone() })?;
+    let consumer: BaseConsumer<Ctx> =
+        consumer_config(&cfg).create_with_context(Ctx { core: core.clone() })?;
     consumer.subscribe(&[&cfg.kafka.contacts_topic])?;
 
     let interval = cfg.processor.commit_interval;

@@ -1,0 +1,419 @@
+//! The Kafka side: an idempotent `acks=all` producer whose every record of a request is
+//! tracked to its acknowledgement, broker health, and the tick writer.
+
+use crate::metrics::Metrics;
+use common::Config;
+use common::record::Tick;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Why records could not be made durable. Every variant is retryable by the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProduceError {
+    /// The broker is known to be unreachable; nothing was sent.
+    #[error("kafka unreachable")]
+    Unreachable,
+    /// The local producer queue is full (Kafka is slower than the incoming load).
+    #[error("producer queue full")]
+    QueueFull,
+    /// Kafka did not acknowledge every record within `ingest.produce_timeout`.
+    #[error("produce timed out")]
+    Timeout,
+    /// Kafka rejected or failed a record.
+    #[error("kafka error: {0}")]
+    Kafka(String),
+}
+
+impl ProduceError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProduceError::Unreachable => "unreachable",
+            ProduceError::QueueFull => "queue_full",
+            ProduceError::Timeout => "timeout",
+            ProduceError::Kafka(_) => "kafka",
+        }
+    }
+    /// All produce failures are transient from the client's point of view.
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// Completion of one request's records: counts acknowledgements, keeps the first failure.
+#[derive(Debug)]
+pub struct Batch {
+    remaining: AtomicUsize,
+    failed: Mutex<Option<KafkaError>>,
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl Batch {
+    fn new(n: usize) -> Arc<Batch> {
+        Arc::new(Batch {
+            remaining: AtomicUsize::new(n),
+            failed: Mutex::new(None),
+            done: AtomicBool::new(n == 0),
+            notify: Notify::new(),
+        })
+    }
+
+    fn complete(&self, n: usize, err: Option<KafkaError>) {
+        if let Some(e) = err {
+            let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            f.get_or_insert(e);
+        }
+        if self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
+            self.done.store(true, Ordering::Release);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Whether every record has been acknowledged or failed.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// The first failure, if any.
+    pub fn error(&self) -> Option<KafkaError> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn wait(&self) {
+        while !self.is_done() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Whether the broker is reachable, as last observed.
+#[derive(Debug, Default)]
+pub struct Health {
+    up: AtomicBool,
+}
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+    pub fn set(&self, up: bool) {
+        self.up.store(up, Ordering::Release);
+    }
+}
+
+/// librdkafka callbacks: delivery reports complete batches; broker-down errors flip health.
+#[derive(Debug)]
+pub struct Ctx {
+    health: Arc<Health>,
+}
+
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.health.set(false);
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = Arc<Batch>;
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<Batch>) {
+        batch.complete(1, result.as_ref().err().map(|(e, _)| e.clone()));
+    }
+}
+
+/// The producer settings ingest uses (also used by the benchmark's bare producer).
+pub fn producer_config(config: &Config) -> ClientConfig {
+    let mut c = config.kafka_client_config("ingest");
+    let timeout_ms = config
+        .ingest
+        .produce_timeout
+        .as_millis()
+        .clamp(1000, 300_000);
+    c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "262144")
+        .set("message.timeout.ms", timeout_ms.to_string())
+        .set("request.timeout.ms", timeout_ms.min(30_000).to_string())
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("topic.metadata.refresh.interval.ms", "10000");
+    c
+}
+
+/// Records of one request serialized into one buffer: `(key range, payload range)` per record.
+#[derive(Debug, Default)]
+pub struct Records {
+    pub buf: Vec<u8>,
+    pub spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl Records {
+    pub fn with_capacity(records: usize) -> Records {
+        Records {
+            buf: Vec::with_capacity(records * 200),
+            spans: Vec::with_capacity(records),
+        }
+    }
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.spans.clear();
+    }
+    /// Appends one record keyed by `key`.
+    pub fn push<T: Serialize>(&mut self, key: &str, value: &T) {
+        let k0 = self.buf.len();
+        self.buf.extend_from_slice(key.as_bytes());
+        let k1 = self.buf.len();
+        serde_json::to_writer(&mut self.buf, value).expect("records serialize");
+        self.spans.push((k0..k1, k1..self.buf.len()));
+    }
+    /// Appends one record keyed by `key` whose payload `write` appends to the buffer.
+    pub fn push_raw(&mut self, key: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
+        let k0 = self.buf.len();
+        self.buf.extend_from_slice(key);
+        let k1 = self.buf.len();
+        write(&mut self.buf);
+        self.spans.push((k0..k1, k1..self.buf.len()));
+    }
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+    pub fn get(&self, i: usize) -> (&[u8], &[u8]) {
+        let (k, p) = &self.spans[i];
+        (&self.buf[k.clone()], &self.buf[p.clone()])
+    }
+}
+
+/// The ingest producer.
+pub struct Kafka {
+    producer: ThreadedProducer<Ctx>,
+    health: Arc<Health>,
+    topic: String,
+    produce_timeout: Duration,
+}
+
+impl std::fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kafka")
+            .field("topic", &self.topic)
+            .field("up", &self.health.is_up())
+            .finish()
+    }
+}
+
+impl Kafka {
+    pub fn new(config: &Config) -> Result<Kafka, KafkaError> {
+        let health = Arc::new(Health::default());
+        let producer = producer_config(config).create_with_context(Ctx {
+            health: health.clone(),
+        })?;
+        Ok(Kafka {
+            producer,
+            health,
+            topic: config.kafka.contacts_topic.clone(),
+            produce_timeout: config.ingest.produce_timeout,
+        })
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Enqueues every record and waits until Kafka acknowledged all of them.
+    /// `Ok` means every record is durable; any error means the client must retry (some
+    /// records may have been written: duplicates are fine, downstream deduplicates).
+    pub async fn send_all(&self, records: &Records) -> Result<(), ProduceError> {
+        if !self.health.is_up() {
+            return Err(ProduceError::Unreachable);
+        }
+        let n = records.len();
+        let batch = Batch::new(n);
+        for i in 0..n {
+            let (key, payload) = records.get(i);
+            let rec = BaseRecord::with_opaque_to(&self.topic, batch.clone())
+                .key(key)
+                .payload(payload);
+            if let Err((e, _)) = self.producer.send(rec) {
+                // Records not enqueued will never be reported; the client retries all.
+                batch.complete(n - i, None);
+                return Err(match e.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
+                    _ => ProduceError::Kafka(e.to_string()),
+                });
+            }
+        }
+        let result = match tokio::time::timeout(self.produce_timeout, batch.wait()).await {
+            Err(_) => Err(ProduceError::Timeout),
+            Ok(()) => match batch.error() {
+                None => Ok(()),
+                Some(e) => Err(match e.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::MessageTimedOut) => ProduceError::Timeout,
+                    Some(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
+                    _ => ProduceError::Kafka(e.to_string()),
+                }),
+            },
+        };
+        result.inspect_err(|e| {
+            if !matches!(e, ProduceError::QueueFull) {
+                // A failed acknowledgement pauses ticks until a clean probe.
+                self.health.set(false);
+            }
+        })
+    }
+
+    /// Number of partitions of the contacts topic; an error when the broker is unreachable or
+    /// the topic is missing. Blocking: call from `spawn_blocking`.
+    pub fn probe(&self, timeout: Duration) -> Result<i32, String> {
+        let md = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(|e| format!("metadata: {e}"))?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .ok_or_else(|| "contacts topic missing".to_string())?;
+        if let Some(e) = t.error() {
+            return Err(format!("contacts topic: {:?}", RDKafkaErrorCode::from(e)));
+        }
+        let n = t.partitions().len() as i32;
+        if n == 0 {
+            return Err("contacts topic has no partitions".into());
+        }
+        Ok(n)
+    }
+
+    /// Enqueues one tick into each of `partitions` partitions; the returned batch completes
+    /// when all are acknowledged.
+    pub fn send_ticks(&self, partitions: i32, tick: &Tick) -> Result<Arc<Batch>, ProduceError> {
+        let payload =
+            serde_json::to_vec(&common::Contact::Tick(tick.clone())).expect("tick serializes");
+        let n = partitions.max(0) as usize;
+        let batch = Batch::new(n);
+        for p in 0..partitions {
+            let rec = BaseRecord::<[u8], [u8], _>::with_opaque_to(&self.topic, batch.clone())
+                .partition(p)
+                .payload(&payload[..]);
+            if let Err((e, _)) = self.producer.send(rec) {
+                batch.complete(n - p as usize, None);
+                return Err(match e.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
+                    _ => ProduceError::Kafka(e.to_string()),
+                });
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Waits up to `timeout` for every queued record to be delivered.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+}
+
+/// Probes the broker every `clock.tick_interval`, keeps health and readiness current, and
+/// writes a tick into every partition while the producer is healthy: the broker answers
+/// metadata, the previous round of ticks was acknowledged, and no produce failed since.
+pub async fn tick_loop(
+    kafka: Arc<Kafka>,
+    interval: Duration,
+    source: String,
+    ready: common::telemetry::Readiness,
+    metrics: Arc<Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let probe_timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(2));
+    let mut last: Option<Arc<Batch>> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = timer.tick() => {}
+        }
+        let was_up = kafka.health.is_up();
+        let k = kafka.clone();
+        let probe = tokio::task::spawn_blocking(move || k.probe(probe_timeout))
+            .await
+            .unwrap_or_else(|e| Err(format!("probe panicked: {e}")));
+        let partitions = match probe {
+            Ok(n) => n,
+            Err(reason) => {
+                if kafka.health.is_up() || ready.get() {
+                    tracing::warn!(%reason, "kafka not ready; ticks paused, requests get 503");
+                }
+                kafka.health.set(false);
+                ready.set(false);
+                metrics.kafka_up.set(0);
+                continue;
+            }
+        };
+        // The previous ticks must have been acknowledged before claiming more time.
+        if let Some(prev) = &last {
+            if !prev.is_done() {
+                metrics.ticks_skipped.inc();
+                continue;
+            }
+            if let Some(e) = prev.error() {
+                tracing::warn!(error = %e, "ticks failed; producer unhealthy");
+                metrics.produce_errors.with_label_values(&["tick"]).inc();
+                last = None;
+                kafka.health.set(false);
+                ready.set(false);
+                metrics.kafka_up.set(0);
+                continue;
+            }
+        }
+        kafka.health.set(true);
+        ready.set(true);
+        metrics.kafka_up.set(1);
+        if !was_up {
+            // One clean probe restores requests; ticks resume from the next round, if
+            // nothing failed in between.
+            tracing::info!(partitions, "kafka reachable");
+            continue;
+        }
+        let tick = Tick {
+            received_at: common::record::now_millis(),
+            source: source.clone(),
+        };
+        match kafka.send_ticks(partitions, &tick) {
+            Ok(b) => {
+                metrics.ticks.inc_by(partitions as u64);
+                last = Some(b);
+            }
+            Err(e) => {
+                metrics
+                    .produce_errors
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                last = None;
+            }
+        }
+    }
+}

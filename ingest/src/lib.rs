@@ -1,0 +1,601 @@
+//! ingest: the HTTP API the phones talk to.
+//!
+//! `POST /v1/pings` and `POST /v1/registrations` authenticate the device by its bearer token
+//! (the person and the device come only from the token), validate the body naming every
+//! problem, stamp the server receive time, and answer `202` only after Kafka acknowledged
+//! every record of the request. A background task writes a tick into every partition of the
+//! contacts topic each `clock.tick_interval` while the producer is healthy.
+//!
+//! The service is [`run`]: give it a listener, the configuration and a shutdown future.
+
+pub mod auth;
+pub mod decode;
+pub mod kafka;
+pub mod metrics;
+pub mod ratelimit;
+
+use crate::auth::{AuthError, Identity, Verifier};
+use crate::decode::{DecodeError, Detail, Limits, PingIn};
+use crate::kafka::{Kafka, ProduceError, Records};
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use common::Config;
+use common::record::{Millis, now_millis};
+use common::telemetry::Readiness;
+use futures::StreamExt;
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+pub use decode::{decode_pings, decode_registration};
+
+/// The OpenAPI 3 document of this API, served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Most rate-limit buckets kept in memory.
+const MAX_BUCKETS: usize = 1_000_000;
+
+/// Why a request was refused. Each error knows its status and whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("unauthorized: {0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("rate limited")]
+    RateLimited { retry_after: Duration },
+    #[error("body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("cannot read body: {0}")]
+    BodyRead(String),
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+    #[error("unavailable: {0}")]
+    Unavailable(#[from] ProduceError),
+}
+
+impl RequestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            RequestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::BodyRead(_) | RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RequestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whether the same request may succeed later (429, 503); the others need a change.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RequestError::RateLimited { .. } => true,
+            RequestError::Unavailable(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// Metric label of `lastseen_ingest_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::Unauthorized(_) => "unauthorized",
+            RequestError::RateLimited { .. } => "rate_limited",
+            RequestError::TooLarge { .. } => "too_large",
+            RequestError::UnsupportedMediaType => "unsupported_media_type",
+            RequestError::BodyRead(_) => "body_read",
+            RequestError::Invalid(DecodeError::Malformed { .. }) => "malformed",
+            RequestError::Invalid(DecodeError::Invalid { .. }) => "invalid",
+            RequestError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            RequestError::RateLimited { retry_after } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            RequestError::Unavailable(ProduceError::QueueFull) => Some(1),
+            RequestError::Unavailable(_) => Some(2),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a [Detail]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    column: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_bytes: Option<usize>,
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let retry_after_s = self.retry_after_secs();
+        let mut body = ErrorBody {
+            error: "",
+            reason: None,
+            details: None,
+            truncated: false,
+            line: None,
+            column: None,
+            retry_after_s,
+            limit_bytes: None,
+        };
+        match &self {
+            RequestError::Unauthorized(e) => {
+                body.error = "unauthorized";
+                body.reason = Some(e.0.clone());
+            }
+            RequestError::RateLimited { .. } => {
+                body.error = "rate_limited";
+                body.reason = Some("too many requests from this device".into());
+            }
+            RequestError::TooLarge { limit } => {
+                body.error = "payload_too_large";
+                body.reason = Some(format!("request body larger than {limit} bytes"));
+                body.limit_bytes = Some(*limit);
+            }
+            RequestError::UnsupportedMediaType => {
+                body.error = "unsupported_media_type";
+                body.reason = Some("Content-Type must be application/json".into());
+            }
+            RequestError::BodyRead(e) => {
+                body.error = "invalid_request";
+                body.reason = Some(format!("cannot read body: {e}"));
+            }
+            RequestError::Invalid(DecodeError::Malformed {
+                line,
+                column,
+                message,
+            }) => {
+                body.error = "invalid_request";
+                body.reason = Some(format!(
+                    "malformed JSON at line {line} column {column}: {message}"
+                ));
+                body.line = Some(*line);
+                body.column = Some(*column);
+            }
+            RequestError::Invalid(DecodeError::Invalid { details, truncated }) => {
+                body.error = "invalid_request";
+                body.details = Some(details);
+                body.truncated = *truncated;
+            }
+            RequestError::Unavailable(e) => {
+                body.error = "unavailable";
+                body.reason = Some(e.to_string());
+            }
+        }
+        let mut resp = json_response(self.status(), &body);
+        if let Some(s) = retry_after_s {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if matches!(self, RequestError::Unauthorized(_)) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("auth keys: {0}")]
+    Keys(#[from] auth::KeyError),
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl RunError {
+    /// Whether restarting with the same configuration may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RunError::Io(_))
+    }
+}
+
+/// Appends the contacts-topic records of `pings` (keyed by person) to `out`.
+///
+/// The JSON is exactly that of `common::Contact::Ping` (see the tests); it is written by hand
+/// so that the person and device ids are escaped once per request, not once per ping.
+pub fn encode_pings(id: &Identity, pings: &[PingIn], received_at: Millis, out: &mut Records) {
+    let mut prefix = Vec::with_capacity(64 + id.person_id.len() + id.device_id.len());
+    prefix.extend_from_slice(br#"{"type":"ping","person_id":"#);
+    serde_json::to_writer(&mut prefix, &id.person_id).expect("string serializes");
+    prefix.extend_from_slice(br#","device_id":"#);
+    serde_json::to_writer(&mut prefix, &id.device_id).expect("string serializes");
+    prefix.extend_from_slice(br#","device_ts":"#);
+    for p in pings {
+        out.push_raw(id.person_id.as_bytes(), |buf| {
+            buf.extend_from_slice(&prefix);
+            write_json(buf, &p.device_ts);
+            buf.extend_from_slice(br#","lat":"#);
+            write_json(buf, &p.lat);
+            buf.extend_from_slice(br#","lon":"#);
+            write_json(buf, &p.lon);
+            if let Some(a) = p.accuracy_m {
+                buf.extend_from_slice(br#","accuracy_m":"#);
+                write_json(buf, &a);
+            }
+            buf.extend_from_slice(br#","received_at":"#);
+            write_json(buf, &received_at);
+            buf.push(b'}');
+        });
+    }
+}
+
+fn write_json<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(buf, v).expect("number serializes");
+}
+
+struct App {
+    verifier: Verifier,
+    limiter: RateLimiter,
+    limits: Limits,
+    max_body: usize,
+    kafka: Arc<Kafka>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Pings,
+    Registrations,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::Pings => "/v1/pings",
+            Route::Registrations => "/v1/registrations",
+        }
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, RequestError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(RequestError::TooLarge { limit });
+    }
+    let mut buf = Vec::with_capacity(declared.map_or(4096, |n| n as usize));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RequestError::BodyRead(e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(RequestError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    mime.eq_ignore_ascii_case("application/json")
+        || (mime.len() > 5
+            && mime[..mime.len() - 5]
+                .to_ascii_lowercase()
+                .starts_with("application/")
+            && mime.to_ascii_lowercase().ends_with("+json"))
+}
+
+async fn handle(
+    app: &App,
+    route: Route,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<usize, RequestError> {
+    let id = app
+        .verifier
+        .verify_header(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    app.limiter
+        .check(&id.person_id, &id.device_id, Instant::now())
+        .map_err(|retry_after| RequestError::RateLimited { retry_after })?;
+    if !is_json(&headers) {
+        return Err(RequestError::UnsupportedMediaType);
+    }
+    let bytes = read_body(body, &headers, app.max_body).await?;
+    let received_at = now_millis();
+    let (records, kind) = match route {
+        Route::Pings => {
+            let pings = decode_pings(&bytes, &app.limits, received_at)?;
+            let mut r = Records::with_capacity(pings.len());
+            encode_pings(&id, &pings, received_at, &mut r);
+            (r, "ping")
+        }
+        Route::Registrations => {
+            let reg = decode::decode_registration(&bytes)?;
+            let mut r = Records::with_capacity(1);
+            let rec = common::Contact::Registration(common::Registration {
+                person_id: id.person_id.clone(),
+                device_id: id.device_id.clone(),
+                address: reg.address,
+                lat: reg.lat,
+                lon: reg.lon,
+                received_at,
+            });
+            r.push(&id.person_id, &rec);
+            (r, "registration")
+        }
+    };
+    drop(bytes);
+    app.kafka.send_all(&records).await.inspect_err(|e| {
+        app.metrics
+            .produce_errors
+            .with_label_values(&[e.reason()])
+            .inc();
+    })?;
+    app.metrics
+        .records
+        .with_label_values(&[kind])
+        .inc_by(records.len() as u64);
+    Ok(records.len())
+}
+
+async fn endpoint(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let result = handle(&app, route, headers, body).await;
+    let resp = match result {
+        Ok(n) => json_response(StatusCode::ACCEPTED, &serde_json::json!({ "accepted": n })),
+        Err(e) => {
+            app.metrics.rejected.with_label_values(&[e.reason()]).inc();
+            if let RequestError::Unavailable(p) = &e {
+                tracing::warn!(error = %p, route = route.label(), "request refused: kafka");
+            } else {
+                tracing::debug!(
+                    reason = e.reason(),
+                    route = route.label(),
+                    "request refused"
+                );
+            }
+            e.into_response()
+        }
+    };
+    app.metrics
+        .requests
+        .with_label_values(&[route.label(), resp.status().as_str()])
+        .inc();
+    app.metrics
+        .duration
+        .with_label_values(&[route.label()])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Builds the HTTP router (API, `/openapi.json`, `/metrics`, `/healthz`, `/readyz`).
+fn router(app: Arc<App>, ready: Readiness) -> Router {
+    let registry = app.metrics.registry.clone();
+    Router::new()
+        .route(
+            "/v1/pings",
+            post(
+                |State(app): State<Arc<App>>, headers: HeaderMap, body: Body| {
+                    endpoint(app, Route::Pings, headers, body)
+                },
+            ),
+        )
+        .route(
+            "/v1/registrations",
+            post(
+                |State(app): State<Arc<App>>, headers: HeaderMap, body: Body| {
+                    endpoint(app, Route::Registrations, headers, body)
+                },
+            ),
+        )
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    OPENAPI_JSON,
+                )
+            }),
+        )
+        .with_state(app)
+        .merge(common::telemetry::admin_router(registry, ready))
+}
+
+/// Runs ingest on `listener` until `shutdown` resolves, then stops accepting, finishes the
+/// requests in flight, stops the ticks and flushes the producer.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let verifier = Verifier::from_config(&config.auth)?;
+    let kafka = Arc::new(Kafka::new(&config)?);
+    let metrics = Arc::new(Metrics::new());
+    let ready = Readiness::default();
+    let app = Arc::new(App {
+        verifier,
+        limiter: RateLimiter::new(
+            config.ingest.rate_limit_per_device,
+            config.ingest.rate_limit_burst,
+            MAX_BUCKETS,
+        ),
+        limits: Limits::from_config(&config.ingest),
+        max_body: config.ingest.max_body_bytes,
+        kafka: kafka.clone(),
+        metrics: metrics.clone(),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ticks = tokio::spawn(kafka::tick_loop(
+        kafka.clone(),
+        config.clock.tick_interval,
+        config.ingest.instance_id.clone(),
+        ready.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    let sweeper = {
+        let app = app.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = t.tick() => app.limiter.sweep(Instant::now()),
+                }
+            }
+        })
+    };
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        topic = %config.kafka.contacts_topic,
+        "ingest listening"
+    );
+    let served = axum::serve(listener, router(app, ready.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    ready.set(false);
+    stop.cancel();
+    let _ = ticks.await;
+    let _ = sweeper.await;
+    let timeout = config.ingest.produce_timeout;
+    let k = kafka.clone();
+    match tokio::task::spawn_blocking(move || k.flush(timeout)).await {
+        Ok(Ok(())) => tracing::info!("producer flushed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "producer flush incomplete"),
+        Err(e) => tracing::warn!(error = %e, "producer flush panicked"),
+    }
+    served?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_pings_are_contacts() {
+        let id = Identity {
+            person_id: "p\"1".into(),
+            device_id: "d1".into(),
+        };
+        let pings = [
+            PingIn {
+                device_ts: 5,
+                lat: 55.751_234_567_8,
+                lon: -37.6,
+                accuracy_m: Some(12.3),
+            },
+            PingIn {
+                device_ts: -5,
+                lat: 0.0,
+                lon: 180.0,
+                accuracy_m: None,
+            },
+        ];
+        let mut r = Records::default();
+        encode_pings(&id, &pings, 99, &mut r);
+        assert_eq!(r.len(), 2);
+        for (i, p) in pings.iter().enumerate() {
+            let (k, v) = r.get(i);
+            assert_eq!(k, b"p\"1");
+            let c: common::Contact = serde_json::from_slice(v).unwrap();
+            assert_eq!(
+                c,
+                common::Contact::Ping(common::Ping {
+                    person_id: id.person_id.clone(),
+                    device_id: id.device_id.clone(),
+                    device_ts: p.device_ts,
+                    lat: p.lat,
+                    lon: p.lon,
+                    accuracy_m: p.accuracy_m,
+                    received_at: 99,
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            is_json(&m)
+        };
+        assert!(h("application/json"));
+        assert!(h("Application/JSON; charset=utf-8"));
+        assert!(h("application/vnd.lastseen+json"));
+        assert!(!h("text/plain"));
+        assert!(!h("+json"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn openapi_document_is_json_and_documents_every_status() {
+        let v: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert!(v["openapi"].as_str().unwrap().starts_with("3."));
+        for path in ["/v1/pings", "/v1/registrations"] {
+            let responses = &v["paths"][path]["post"]["responses"];
+            for s in ["202", "400", "401", "413", "415", "429", "503"] {
+                assert!(responses.get(s).is_some(), "{path} {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_know_their_status_and_retryability() {
+        let e = RequestError::Unavailable(ProduceError::Timeout);
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.is_retryable());
+        let r = e.into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        let e = RequestError::RateLimited {
+            retry_after: Duration::from_millis(1200),
+        };
+        assert!(e.is_retryable());
+        assert_eq!(e.into_response().headers()[header::RETRY_AFTER], "2");
+        assert!(!RequestError::UnsupportedMediaType.is_retryable());
+        assert!(!RequestError::Unauthorized(AuthError("x".into())).is_retryable());
+    }
+}

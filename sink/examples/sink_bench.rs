@@ -1,0 +1,293 @@
+//! Sink throughput benchmark on the real local Kafka and ClickHouse.
+//!
+//! `cargo run --release -p sink --example sink_bench -- --rows 2000000`
+//!
+//! 1. Pre-fills a fresh topic with `--rows` pings (JSON, as ingest writes them).
+//! 2. Runs the real sink code path (`sink::run`) and measures rows/s until every row is visible
+//!    in ClickHouse.
+//! 3. Floor: the same rows from a local TSV file via `clickhouse-client ... FORMAT TabSeparated`
+//!    into an identical schema (same materialized views).
+//! 4. Peer: ClickHouse's own Kafka table engine reading the same topic into the same schema,
+//!    if it can talk to the broker.
+//!
+//! Prints one JSON line. Cleans up its topics and databases.
+
+use common::config::Config;
+use common::record::{Contact, Ping, now_millis};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn count(ch: &sink::ch::Ch, table: &str) -> u64 {
+    ch.fetch(&format!("SELECT count() FROM {table}"))
+        .await
+        .ok()
+        .and_then(|r| {
+            r.first()
+                .and_then(|r| r.first())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn client(db: &str) -> Command {
+    let mut c = Command::new("clickhouse-client");
+    c.args(["--host", "127.0.0.1", "--database", db]);
+    c
+}
+
+#[tokio::main]
+async fn main() {
+    let rows = arg("--rows", 2_000_000) as usize;
+    let partitions = arg("--partitions", 6) as i32;
+    let kafka_engine_timeout = Duration::from_secs(arg("--kafka-engine-timeout", 90));
+    let id = format!("bench_{}_{}", std::process::id(), now_millis() % 1_000_000);
+    let mut config = Config::defaults();
+    config.kafka.contacts_topic = format!("{id}.contacts");
+    config.kafka.events_topic = format!("{id}.events");
+    config.kafka.dead_letter_topic = format!("{id}.dlq");
+    config.clickhouse.database = id.clone();
+    config.sink.group_id = id.clone();
+    config.sink.listen = "127.0.0.1:0".into();
+    config.log.level = "warn".into();
+    common::telemetry::init_logging(&config.log);
+
+    // Topics.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .create()
+        .unwrap();
+    let k = &config.kafka;
+    let topics: Vec<NewTopic> = [&k.contacts_topic, &k.events_topic, &k.dead_letter_topic]
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+
+    // Pre-fill Kafka and write the TSV floor file.
+    let tsv_path = std::env::temp_dir().join(format!("{id}.tsv"));
+    let mut tsv = std::io::BufWriter::new(std::fs::File::create(&tsv_path).unwrap());
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let now = now_millis();
+    let t_fill = Instant::now();
+    let mut payload_bytes = 0usize;
+    for i in 0..rows {
+        let person = format!("person-{:07}", i % 200_000);
+        let p = Ping {
+            device_id: format!("device-{:07}", i % 200_000),
+            person_id: person.clone(),
+            device_ts: now - 3_600_000 + (i as i64 * 7) % 3_600_000,
+            lat: 55.5 + (i % 10_007) as f64 * 1e-5,
+            lon: 37.3 + (i % 9_973) as f64 * 1e-5,
+            accuracy_m: Some(5.0 + (i % 50) as f32),
+            received_at: now - 3_600_000 + (i as i64 * 1_800_000) / rows as i64,
+        };
+        // Make every row distinct: device_ts increases per person.
+        let p = Ping {
+            device_ts: p.device_ts + (i / 200_000) as i64,
+            ..p
+        };
+        writeln!(
+            tsv,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t0\t{}",
+            p.person_id,
+            p.device_id,
+            p.device_ts / 1000,
+            p.device_ts,
+            p.received_at / 1000,
+            p.received_at,
+            p.lat,
+            p.lon,
+            p.accuracy_m.unwrap(),
+            i
+        )
+        .unwrap();
+        let body = serde_json::to_vec(&Contact::Ping(p)).unwrap();
+        payload_bytes += body.len();
+        let mut rec = BaseRecord::to(&config.kafka.contacts_topic)
+            .key(&person)
+            .payload(&body);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    drop(tsv);
+    let fill_secs = t_fill.elapsed().as_secs_f64();
+
+    // The sink.
+    let ch = sink::ch::Ch::new(&config.clickhouse);
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let t0 = Instant::now();
+    let handle = tokio::spawn(sink::run(config.clone(), async move {
+        let _ = rx.await;
+    }));
+    let mut first_visible = None;
+    loop {
+        let n = count(&ch, "pings").await;
+        if n > 0 && first_visible.is_none() {
+            first_visible = Some(t0.elapsed());
+        }
+        if n as usize >= rows {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "sink too slow: {n}/{rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sink_secs = t0.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    handle.await.unwrap().unwrap();
+    let first = first_visible.unwrap_or_default().as_secs_f64();
+
+    // The floor: clickhouse-client bulk insert of the same rows into the same schema.
+    let bulk_db = format!("{id}_bulk");
+    let mut bulk_cfg = config.clone();
+    bulk_cfg.clickhouse.database = bulk_db.clone();
+    sink::migrate_once(&bulk_cfg).await.unwrap();
+    let t_bulk = Instant::now();
+    let st = client(&bulk_db)
+        .args(["--query", "INSERT INTO pings FORMAT TabSeparated"])
+        .stdin(std::fs::File::open(&tsv_path).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success(), "bulk insert failed");
+    let bulk_secs = t_bulk.elapsed().as_secs_f64();
+    let bulk_ch = sink::ch::Ch::new(&bulk_cfg.clickhouse);
+    assert_eq!(count(&bulk_ch, "pings").await as usize, rows);
+
+    // The peer: ClickHouse's Kafka engine on the same topic.
+    let keng_db = format!("{id}_kafka_engine");
+    let mut keng_cfg = config.clone();
+    keng_cfg.clickhouse.database = keng_db.clone();
+    sink::migrate_once(&keng_cfg).await.unwrap();
+    let keng_ch = sink::ch::Ch::new(&keng_cfg.clickhouse);
+    let create = format!(
+        "CREATE TABLE kafka_pings (type String, person_id String, device_id String, device_ts Int64, \
+         lat Float64, lon Float64, accuracy_m Nullable(Float32), received_at Int64) \
+         ENGINE = Kafka('{}', '{}', '{id}_engine', 'JSONEachRow')",
+        config.kafka.brokers, config.kafka.contacts_topic
+    );
+    let mut kafka_engine: (Option<f64>, Option<String>) = (None, None);
+    match keng_ch.exec(&create).await {
+        Err(e) => kafka_engine.1 = Some(format!("CREATE ... ENGINE = Kafka failed: {e}")),
+        Ok(()) => {
+            let t_k = Instant::now();
+            // 18.16 aliases are global: rename the JSON-named columns in a subquery first.
+            let mv = "CREATE MATERIALIZED VIEW kafka_pings_mv TO pings AS SELECT person_id, device_id, \
+                      toDateTime(intDiv(dts, 1000)) AS device_ts, dts AS device_ts_ms, \
+                      toDateTime(intDiv(rat, 1000)) AS received_at, rat AS received_at_ms, \
+                      lat, lon, accuracy_m, toInt32(0) AS kafka_partition, toInt64(0) AS kafka_offset \
+                      FROM (SELECT person_id, device_id, device_ts AS dts, received_at AS rat, lat, lon, \
+                      accuracy_m FROM kafka_pings)";
+            if let Err(e) = keng_ch.exec(mv).await {
+                kafka_engine.1 = Some(format!("materialized view failed: {e}"));
+            } else {
+                let mut n = 0;
+                while t_k.elapsed() < kafka_engine_timeout {
+                    n = count(&keng_ch, "pings").await;
+                    if n as usize >= rows {
+                        kafka_engine.0 = Some(rows as f64 / t_k.elapsed().as_secs_f64());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if kafka_engine.0.is_none() {
+                    let err = tail_server_errors();
+                    kafka_engine.1 = Some(format!(
+                        "ClickHouse 18.16 Kafka engine read {n}/{rows} rows in {}s; server log: {err}",
+                        kafka_engine_timeout.as_secs()
+                    ));
+                }
+            }
+            let _ = keng_ch.exec("DROP TABLE IF EXISTS kafka_pings_mv").await;
+            let _ = keng_ch.exec("DROP TABLE IF EXISTS kafka_pings").await;
+        }
+    }
+
+    // Clean up.
+    for db in [&id, &bulk_db, &keng_db] {
+        let _ = Command::new("clickhouse-client")
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--query",
+                &format!("DROP DATABASE IF EXISTS `{db}`"),
+            ])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let names = [
+        k.contacts_topic.as_str(),
+        k.events_topic.as_str(),
+        k.dead_letter_topic.as_str(),
+    ];
+    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+    let _ = std::fs::remove_file(&tsv_path);
+
+    let rps = rows as f64 / sink_secs;
+    let bulk_rps = rows as f64 / bulk_secs;
+    let out = serde_json::json!({
+        "rows": rows,
+        "rows_per_sec": rps.round(),
+        "sink_secs": (sink_secs * 1000.0).round() / 1000.0,
+        "first_row_visible_secs": (first * 1000.0).round() / 1000.0,
+        "steady_rows_per_sec": (rows as f64 / (sink_secs - first).max(1e-3)).round(),
+        "bulk_rows_per_sec": bulk_rps.round(),
+        "sink_vs_bulk": (rps / bulk_rps * 1000.0).round() / 1000.0,
+        "kafka_engine_rows_per_sec": kafka_engine.0.map(f64::round),
+        "kafka_engine_note": kafka_engine.1,
+        "prefill_secs": (fill_secs * 1000.0).round() / 1000.0,
+        "avg_payload_bytes": payload_bytes / rows.max(1),
+        "partitions": partitions,
+        "max_rows": config.sink.max_rows,
+    });
+    println!("{out}");
+}
+
+fn tail_server_errors() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.local/clickhouse/logs/clickhouse-server.err.log"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find(|l| l.contains("Kafka") || l.contains("rdk") || l.contains("StorageKafka"))
+        .map(|l| l.chars().take(300).collect())
+        .unwrap_or_else(|| "no Kafka errors logged".into())
+}

@@ -1,0 +1,159 @@
+//! The lastseen sink: Kafka (`lastseen.contacts`, `lastseen.events`) → ClickHouse, exactly once
+//! as seen through the deduplicating keys (`FINAL`).
+//!
+//! - [`migrate`] — versioned, embedded SQL migrations (`sink/migrations/`).
+//! - [`pipeline`] — consume, batch, insert, commit; dead letters; back-pressure.
+//! - [`retention`] — ping retention by dropping day partitions.
+//! - [`ch`] — the ClickHouse client as it works against 18.16.
+//!
+//! See `docs/CLICKHOUSE.md` for the tables and how to query them.
+
+pub mod ch;
+pub mod error;
+pub mod metrics;
+pub mod migrate;
+pub mod pipeline;
+pub mod retention;
+pub mod rows;
+pub mod version;
+
+pub use error::SinkError;
+pub use version::ServerVersion;
+
+use common::config::Config;
+use common::telemetry::Readiness;
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often retention is enforced.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
+
+/// `sink.pings_retention` in whole days, rounded up (for TTL clauses).
+pub fn retention_days(config: &Config) -> u64 {
+    config
+        .sink
+        .pings_retention
+        .as_secs()
+        .div_ceil(86_400)
+        .max(1)
+}
+
+/// Connects to ClickHouse, detects its version and applies the migrations, retrying while
+/// ClickHouse is unavailable until `shutdown` flips. `Ok(None)` means shutdown came first.
+pub async fn prepare(
+    config: &Config,
+    ch: &ch::Ch,
+    ready: &Readiness,
+    metrics: &metrics::Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<ServerVersion>, SinkError> {
+    let mut backoff = pipeline::Backoff::new(config.sink.min_backoff, config.sink.max_backoff);
+    loop {
+        let attempt = async {
+            let v = ch.version().await?;
+            let report = migrate::migrate(ch, v, retention_days(config)).await?;
+            Ok::<_, SinkError>((v, report))
+        };
+        match attempt.await {
+            Ok((v, report)) => {
+                tracing::info!(version = %v, applied = ?report.applied,
+                    optional = ?report.optional_applied, "clickhouse ready");
+                metrics.clickhouse_up.set(1.0);
+                return Ok(Some(v));
+            }
+            Err(e) if e.is_retryable() => {
+                metrics.clickhouse_up.set(0.0);
+                ready.set(false);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, ?delay, "clickhouse not ready, retrying");
+                if *shutdown.borrow() {
+                    return Ok(None);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return Ok(None),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `sink migrate`: apply the migrations once (no retries) and report the server version.
+pub async fn migrate_once(
+    config: &Config,
+) -> Result<(ServerVersion, migrate::MigrationReport), SinkError> {
+    let ch = ch::Ch::new(&config.clickhouse);
+    let v = ch.version().await?;
+    let report = migrate::migrate(&ch, v, retention_days(config)).await?;
+    Ok((v, report))
+}
+
+/// Runs the sink until `shutdown` resolves: admin server, migrations, retention, delivery.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SinkError> {
+    let metrics = metrics::Metrics::new();
+    let ready = Readiness::default();
+    let (tx, mut rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let listener = tokio::net::TcpListener::bind(&config.sink.listen)
+        .await
+        .map_err(|e| SinkError::Config(format!("sink.listen {}: {e}", config.sink.listen)))?;
+    tracing::info!(listen = %config.sink.listen, "admin endpoints up");
+    let admin = {
+        let mut rx = rx.clone();
+        tokio::spawn(common::telemetry::serve_admin(
+            listener,
+            metrics.registry.clone(),
+            ready.clone(),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
+
+    let ch = ch::Ch::new(&config.clickhouse);
+    let Some(version) = prepare(&config, &ch, &ready, &metrics, &mut rx).await? else {
+        let _ = admin.await;
+        return Ok(());
+    };
+    ready.set(true);
+
+    let retention = {
+        let ch = ch.clone();
+        let keep = config.sink.pings_retention;
+        let mut rx = rx.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = retention::enforce(&ch, keep, common::record::now_millis()).await {
+                    tracing::warn!(error = %e, "retention pass failed; will retry");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
+                    _ = rx.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+
+    let writer = pipeline::Writer {
+        ch,
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        dedup_tokens: version.has_insert_dedup_token(),
+        failing: Default::default(),
+        min_backoff: config.sink.min_backoff,
+        max_backoff: config.sink.max_backoff,
+    };
+    let result = pipeline::deliver(&config, writer, rx.clone()).await;
+    ready.set(false);
+    retention.abort();
+    admin.abort();
+    result
+}

@@ -1,0 +1,571 @@
+//! The delivery loop: Kafka → batches → ClickHouse → offset commit.
+//!
+//! Invariants:
+//! - An offset is committed only after every row of every record before it (in its partition)
+//!   was confirmed by ClickHouse, or the record was a tick, or its dead letter was acknowledged.
+//! - At most one batch is being written while the next one fills. Commits happen in batch order.
+//! - A failed insert is retried (same rows, same dedup token) with exponential backoff, for
+//!   ever; meanwhile the next batch fills up to its limits, then the partitions are paused
+//!   (the consumer keeps polling so it stays in the group) until the write succeeds. On the
+//!   healthy path a full next batch just waits for the write in flight.
+//! - Rebalance: only partitions still assigned are committed. Rows of revoked partitions may
+//!   still be written; the new owner re-reads from the last commit and the deduplicating keys
+//!   make the overlap harmless.
+
+use crate::ch::Ch;
+use crate::error::SinkError;
+use crate::metrics::Metrics;
+use crate::rows::{Decoded, EventRow, PingRow, RegistrationRow, Source, decode};
+use common::config::{Config, SinkConfig};
+use common::record::{DeadLetter, now_millis};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Consumer context: pauses newly assigned partitions while the sink is back-pressured, and
+/// turns librdkafka statistics into the lag gauge.
+pub(crate) struct SinkContext {
+    paused: Arc<AtomicBool>,
+    metrics: Metrics,
+    topics: [String; 2],
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, stats: Statistics) {
+        for topic in &self.topics {
+            let lag: i64 = stats
+                .topics
+                .get(topic)
+                .map(|t| {
+                    t.partitions
+                        .values()
+                        .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                        .map(|p| p.consumer_lag)
+                        .sum()
+                })
+                .unwrap_or(0);
+            self.metrics
+                .consumer_lag
+                .with_label_values(&[topic])
+                .set(lag);
+        }
+    }
+}
+
+impl ConsumerContext for SinkContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                if self.paused.load(Ordering::SeqCst) {
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::warn!(error = %e, "cannot pause newly assigned partitions");
+                    }
+                }
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        if let Err(e) = result {
+            // Not a loss: the records will be re-read and collapse on their keys.
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+}
+
+/// One batch: rows per table and, per partition, the offset range it covers.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub pings: Vec<PingRow>,
+    pub registrations: Vec<RegistrationRow>,
+    pub events: Vec<EventRow>,
+    /// (source, partition) → (first offset, last offset).
+    pub offsets: BTreeMap<(u8, i32), (i64, i64)>,
+    pub records: usize,
+    pub bytes: usize,
+    pub started: Option<Instant>,
+}
+
+impl Batch {
+    fn note(&mut self, source: Source, partition: i32, offset: i64, bytes: usize) {
+        let key = (source_tag(source), partition);
+        let e = self.offsets.entry(key).or_insert((offset, offset));
+        e.0 = e.0.min(offset);
+        e.1 = e.1.max(offset);
+        self.records += 1;
+        self.bytes += bytes;
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    fn full(&self, cfg: &SinkConfig) -> bool {
+        self.records >= cfg.max_rows || self.bytes >= cfg.max_bytes
+    }
+
+    fn due(&self, cfg: &SinkConfig) -> bool {
+        self.full(cfg) || self.started.is_some_and(|s| s.elapsed() >= cfg.max_delay)
+    }
+
+    /// Insert deduplication token for `table`: derived from the topic/partition/offset ranges,
+    /// so a retry of the same batch carries the same token.
+    pub fn token(&self, table: &str) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |x: i64| {
+            for b in x.to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for ((src, p), (a, b)) in &self.offsets {
+            feed(i64::from(*src));
+            feed(i64::from(*p));
+            feed(*a);
+            feed(*b);
+        }
+        format!("lastseen-sink-{table}-{h:016x}")
+    }
+}
+
+fn source_tag(s: Source) -> u8 {
+    match s {
+        Source::Contacts => 0,
+        Source::Events => 1,
+    }
+}
+
+/// Exponential backoff between `min` and `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        let min = min.max(Duration::from_millis(1));
+        Backoff {
+            next: min,
+            min,
+            max: max.max(min),
+        }
+    }
+    /// The delay to wait now; doubles the next one up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Shared state of the writer.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    pub ch: Ch,
+    pub metrics: Metrics,
+    pub ready: common::telemetry::Readiness,
+    pub dedup_tokens: bool,
+    /// Set while ClickHouse writes fail (drives pausing).
+    pub failing: Arc<AtomicBool>,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Writer {
+    pub fn set_up(&self, up: bool) {
+        self.failing.store(!up, Ordering::SeqCst);
+        self.metrics.clickhouse_up.set(if up { 1.0 } else { 0.0 });
+        self.ready.set(up);
+    }
+
+    /// Writes every table of `batch`, retrying each failed insert for ever. Returns false only
+    /// when shutdown was requested while the batch was not confirmed.
+    pub async fn write(&self, batch: &Batch, mut shutdown: watch::Receiver<bool>) -> bool {
+        self.write_table("pings", &batch.pings, batch, &mut shutdown)
+            .await
+            && self
+                .write_table("registrations", &batch.registrations, batch, &mut shutdown)
+                .await
+            && self
+                .write_table("person_events", &batch.events, batch, &mut shutdown)
+                .await
+    }
+
+    async fn write_table<T>(
+        &self,
+        table: &str,
+        rows: &[T],
+        batch: &Batch,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool
+    where
+        T: clickhouse::Row + clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
+    {
+        if rows.is_empty() {
+            return true;
+        }
+        let token = self.dedup_tokens.then(|| batch.token(table));
+        let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let t0 = Instant::now();
+            match self.ch.insert(table, rows, token.as_deref()).await {
+                Ok(()) => {
+                    let m = &self.metrics;
+                    m.insert_duration
+                        .with_label_values(&[table])
+                        .observe(t0.elapsed().as_secs_f64());
+                    m.batches.with_label_values(&[table, "ok"]).inc();
+                    m.rows_written
+                        .with_label_values(&[table])
+                        .inc_by(rows.len() as u64);
+                    self.set_up(true);
+                    if attempt > 1 {
+                        tracing::info!(
+                            table,
+                            attempt,
+                            rows = rows.len(),
+                            "insert succeeded after retries"
+                        );
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics
+                        .batches
+                        .with_label_values(&[table, "error"])
+                        .inc();
+                    self.metrics.insert_errors.with_label_values(&[table]).inc();
+                    self.set_up(false);
+                    let delay = backoff.next_delay();
+                    if e.is_retryable() {
+                        tracing::warn!(table, attempt, error = %e, ?delay, "insert failed, retrying the same batch");
+                    } else {
+                        tracing::error!(table, attempt, error = %e, ?delay,
+                            "insert rejected; retrying the same batch (operator action needed)");
+                    }
+                    if *shutdown.borrow() {
+                        return false;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Kafka consumer settings of the sink.
+pub(crate) fn consumer_config(config: &Config) -> rdkafka::ClientConfig {
+    let mut c = config.kafka_client_config("sink");
+    c.set("group.id", &config.sink.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", "5000")
+        .set("fetch.max.bytes", "104857600")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("queued.max.messages.kbytes", "65536");
+    if !config.sink.instance_id.is_empty() {
+        c.set("group.instance.id", &config.sink.instance_id);
+    }
+    c
+}
+
+pub(crate) fn producer_config(config: &Config) -> rdkafka::ClientConfig {
+    let mut c = config.kafka_client_config("sink-dlq");
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000");
+    c
+}
+
+/// The consume → batch → write → commit loop. Returns when `shutdown` flips to true (after a
+/// last flush attempt) or on a fatal Kafka error.
+pub(crate) async fn deliver(
+    config: &Config,
+    writer: Writer,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SinkError> {
+    let cfg = config.sink.clone();
+    let topics = [
+        config.kafka.contacts_topic.clone(),
+        config.kafka.events_topic.clone(),
+    ];
+    let paused = Arc::new(AtomicBool::new(false));
+    let ctx = SinkContext {
+        paused: paused.clone(),
+        metrics: writer.metrics.clone(),
+        topics: topics.clone(),
+    };
+    let consumer: StreamConsumer<SinkContext> = consumer_config(config).create_with_context(ctx)?;
+    let producer: FutureProducer = producer_config(config).create()?;
+    consumer.subscribe(&[topics[0].as_str(), topics[1].as_str()])?;
+    tracing::info!(contacts = %topics[0], events = %topics[1], group = %cfg.group_id, "sink consuming");
+
+    let mut batch = Batch::default();
+    let mut inflight: Option<JoinHandle<(Batch, bool)>> = None;
+    let mut committed: HashMap<(u8, i32), i64> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_health = Instant::now();
+    let mut stopping = *shutdown.borrow();
+
+    loop {
+        // Start a write when the current batch is due and nothing is in flight.
+        if inflight.is_none() && (batch.due(&cfg) || (stopping && !batch.is_empty())) {
+            let b = std::mem::take(&mut batch);
+            tracing::debug!(
+                records = b.records,
+                bytes = b.bytes,
+                age_ms = b.started.map(|s| s.elapsed().as_millis()),
+                "writing batch"
+            );
+            let w = writer.clone();
+            let rx = shutdown.clone();
+            inflight = Some(tokio::spawn(async move {
+                let ok = w.write(&b, rx).await;
+                (b, ok)
+            }));
+        }
+        // Back-pressure: the next batch is full while one is still being written. While
+        // ClickHouse is healthy we simply stop reading until the write returns (bounded by the
+        // insert timeout); once a write has failed we pause the partitions and keep polling,
+        // so the consumer stays in its group however long ClickHouse is down. (Pausing purges
+        // librdkafka's prefetched messages, so it is not used on the fast path.)
+        let blocked = inflight.is_some() && batch.full(&cfg);
+        let failing = writer.failing.load(Ordering::SeqCst);
+        let want_pause = blocked && failing;
+        if want_pause != paused.load(Ordering::SeqCst) {
+            set_paused(&consumer, &paused, want_pause);
+        }
+        let read = !stopping && (!blocked || failing);
+        if stopping && inflight.is_none() && batch.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed(), if !stopping => {
+                stopping = true;
+                tracing::info!("sink stopping: flushing what is buffered");
+            }
+            res = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
+                inflight = None;
+                match res {
+                    Ok((done, true)) => {
+                        tracing::debug!(records = done.records, "batch confirmed, committing");
+                        commit(&consumer, &topics, &done, &mut committed);
+                    }
+                    Ok((_, false)) => {
+                        tracing::warn!("shutdown before ClickHouse confirmed the last batch; \
+                                        its records will be re-read");
+                        break;
+                    }
+                    Err(e) => return Err(SinkError::Config(format!("writer task failed: {e}"))),
+                }
+            }
+            msg = consumer.recv(), if read => match msg {
+                Ok(m) => {
+                    let source = if m.topic() == topics[0] { Source::Contacts } else { Source::Events };
+                    let (partition, offset) = (m.partition(), m.offset());
+                    let payload = m.payload();
+                    let bytes = payload.map_or(0, <[u8]>::len);
+                    match decode(source, payload, partition, offset, cfg.coordinate_decimals) {
+                        Ok(Decoded::Ping(r)) => batch.pings.push(r),
+                        Ok(Decoded::Registration(r)) => batch.registrations.push(r),
+                        Ok(Decoded::Event(r)) => batch.events.push(r),
+                        Ok(Decoded::Skip) => {}
+                        Err(e) => {
+                            let letter = DeadLetter {
+                                stage: "sink".into(),
+                                reason: format!("{}: {}", e.reason, e.detail),
+                                topic: m.topic().to_string(),
+                                partition,
+                                offset,
+                                payload: String::from_utf8_lossy(payload.unwrap_or_default()).into_owned(),
+                                at: now_millis(),
+                            };
+                            let key = m.key().map(<[u8]>::to_vec);
+                            if !dead_letter(&producer, &config.kafka.dead_letter_topic, key, &letter,
+                                            &cfg, &mut shutdown).await {
+                                // Shutdown before the dead letter was acknowledged: do not count
+                                // this offset; it will be read again.
+                                stopping = true;
+                                continue;
+                            }
+                            writer.metrics.dead_letters.with_label_values(&[e.reason]).inc();
+                        }
+                    }
+                    batch.note(source, partition, offset, bytes);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                }
+            },
+            _ = tick.tick() => {
+                if inflight.is_none() && batch.is_empty() && last_health.elapsed() >= Duration::from_secs(2) {
+                    last_health = Instant::now();
+                    writer.set_up(writer.ch.ping().await.is_ok());
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        tracing::info!(
+            records = batch.records,
+            "unconfirmed records left; they will be re-read"
+        );
+    }
+    // Make the last commits durable before leaving the group.
+    if let Ok(tpl) = consumer.committed(Duration::from_secs(1)) {
+        tracing::debug!(partitions = tpl.count(), "final committed offsets");
+    }
+    consumer.unsubscribe();
+    Ok(())
+}
+
+fn set_paused(consumer: &StreamConsumer<SinkContext>, flag: &AtomicBool, pause: bool) {
+    flag.store(pause, Ordering::SeqCst);
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let r = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    match r {
+        Ok(()) => tracing::debug!(pause, "partitions paused/resumed"),
+        Err(e) => tracing::warn!(error = %e, pause, "cannot pause/resume partitions"),
+    }
+}
+
+/// Commits `done`'s offsets (last + 1) for partitions still assigned to us, only forward.
+fn commit(
+    consumer: &StreamConsumer<SinkContext>,
+    topics: &[String; 2],
+    done: &Batch,
+    committed: &mut HashMap<(u8, i32), i64>,
+) {
+    let assignment = consumer.assignment().unwrap_or_default();
+    let owned: std::collections::HashSet<(String, i32)> = assignment
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for (&(src, p), &(_, last)) in &done.offsets {
+        let topic = &topics[usize::from(src)];
+        if !owned.contains(&(topic.clone(), p)) {
+            continue;
+        }
+        let next = last + 1;
+        if committed.get(&(src, p)).is_some_and(|&c| c >= next) {
+            continue;
+        }
+        if tpl
+            .add_partition_offset(topic, p, Offset::Offset(next))
+            .is_ok()
+        {
+            committed.insert((src, p), next);
+        }
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed; records will be re-read");
+        }
+    }
+}
+
+/// Produces a dead letter and waits for the broker's acknowledgement, retrying with backoff.
+/// Returns false if shutdown came first.
+async fn dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<Vec<u8>>,
+    letter: &DeadLetter,
+    cfg: &SinkConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let body = serde_json::to_vec(letter).unwrap_or_default();
+    let mut backoff = Backoff::new(cfg.min_backoff, cfg.max_backoff);
+    loop {
+        let mut rec = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).payload(&body);
+        if let Some(k) = &key {
+            rec = rec.key(k);
+        }
+        match producer.send(rec, Duration::from_secs(30)).await {
+            Ok(_) => {
+                tracing::warn!(topic = %letter.topic, partition = letter.partition,
+                    offset = letter.offset, reason = %letter.reason, "record dead-lettered");
+                return true;
+            }
+            Err((e, _)) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, ?delay, "dead-letter produce failed, retrying");
+                if *shutdown.borrow() {
+                    return false;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return false,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_max() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let d: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(d, vec![100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn token_depends_on_ranges_only() {
+        let mut a = Batch::default();
+        a.note(Source::Contacts, 1, 10, 5);
+        a.note(Source::Contacts, 1, 12, 5);
+        let mut b = Batch::default();
+        b.note(Source::Contacts, 1, 12, 1);
+        b.note(Source::Contacts, 1, 10, 1);
+        assert_eq!(a.token("pings"), b.token("pings"));
+        assert_ne!(a.token("pings"), a.token("person_events"));
+        b.note(Source::Events, 1, 13, 1);
+        assert_ne!(a.token("pings"), b.token("pings"));
+        assert_eq!(a.offsets[&(0, 1)], (10, 12));
+    }
+}

@@ -1,0 +1,231 @@
+//! Kafka records → ClickHouse rows. Decoding uses the `common::record` types, so the sink
+//! accepts exactly what the producers are allowed to write.
+
+use clickhouse::Row;
+use common::record::{Contact, PersonEvent};
+use serde::Serialize;
+
+/// A row of `pings`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize)]
+pub struct PingRow {
+    pub person_id: String,
+    pub device_id: String,
+    pub device_ts: u32,
+    pub device_ts_ms: i64,
+    pub received_at: u32,
+    pub received_at_ms: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub accuracy_m: Option<f32>,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+/// A row of `registrations`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize)]
+pub struct RegistrationRow {
+    pub person_id: String,
+    pub device_id: String,
+    pub address: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub received_at: u32,
+    pub received_at_ms: i64,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+/// A row of `person_events`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize)]
+pub struct EventRow {
+    pub event_id: String,
+    pub person_id: String,
+    pub kind: String,
+    pub at: u32,
+    pub at_ms: i64,
+    pub last_contact_at: u32,
+    pub last_contact_at_ms: i64,
+    pub notice_after_ms: i64,
+    pub deregister_after_ms: i64,
+    pub excluded_outage_ms: i64,
+    pub address: Option<String>,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+/// What one Kafka record becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Ping(PingRow),
+    Registration(RegistrationRow),
+    Event(EventRow),
+    /// Ticks: consumed (their offsets count) but not stored.
+    Skip,
+}
+
+/// Which topic a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Contacts,
+    Events,
+}
+
+/// A record that cannot be decoded; `reason` is a short metric label, `detail` the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// Epoch milliseconds → DateTime seconds, clamped to what DateTime can hold.
+pub fn to_datetime(ms: i64) -> u32 {
+    u32::try_from(ms.div_euclid(1000).max(0)).unwrap_or(u32::MAX)
+}
+
+/// Rounds a coordinate to `decimals` (negative keeps it).
+pub fn round_coord(x: f64, decimals: i32) -> f64 {
+    if decimals < 0 {
+        return x;
+    }
+    let f = 10f64.powi(decimals);
+    (x * f).round() / f
+}
+
+fn classify(e: &serde_json::Error) -> &'static str {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax => "invalid_json",
+        Category::Eof => "truncated_json",
+        Category::Data => "schema_mismatch",
+        Category::Io => "io",
+    }
+}
+
+/// Decodes one payload from `source` at `partition`/`offset`.
+pub fn decode(
+    source: Source,
+    payload: Option<&[u8]>,
+    partition: i32,
+    offset: i64,
+    coordinate_decimals: i32,
+) -> Result<Decoded, DecodeError> {
+    let Some(payload) = payload else {
+        return Err(DecodeError {
+            reason: "empty_payload",
+            detail: "record has no value".into(),
+        });
+    };
+    let bad = |e: serde_json::Error| DecodeError {
+        reason: classify(&e),
+        detail: e.to_string(),
+    };
+    match source {
+        Source::Contacts => match serde_json::from_slice::<Contact>(payload).map_err(bad)? {
+            Contact::Ping(p) => {
+                if !(p.lat.is_finite() && p.lon.is_finite()) {
+                    return Err(DecodeError {
+                        reason: "invalid_value",
+                        detail: "non-finite coordinate".into(),
+                    });
+                }
+                Ok(Decoded::Ping(PingRow {
+                    device_ts: to_datetime(p.device_ts),
+                    device_ts_ms: p.device_ts,
+                    received_at: to_datetime(p.received_at),
+                    received_at_ms: p.received_at,
+                    lat: round_coord(p.lat, coordinate_decimals),
+                    lon: round_coord(p.lon, coordinate_decimals),
+                    accuracy_m: p.accuracy_m,
+                    person_id: p.person_id,
+                    device_id: p.device_id,
+                    kafka_partition: partition,
+                    kafka_offset: offset,
+                }))
+            }
+            Contact::Registration(r) => Ok(Decoded::Registration(RegistrationRow {
+                received_at: to_datetime(r.received_at),
+                received_at_ms: r.received_at,
+                lat: r.lat.map(|x| round_coord(x, coordinate_decimals)),
+                lon: r.lon.map(|x| round_coord(x, coordinate_decimals)),
+                person_id: r.person_id,
+                device_id: r.device_id,
+                address: r.address,
+                kafka_partition: partition,
+                kafka_offset: offset,
+            })),
+            Contact::Tick(_) => Ok(Decoded::Skip),
+        },
+        Source::Events => {
+            let e = serde_json::from_slice::<PersonEvent>(payload).map_err(bad)?;
+            Ok(Decoded::Event(EventRow {
+                kind: e.kind.as_str().to_string(),
+                at: to_datetime(e.at),
+                at_ms: e.at,
+                last_contact_at: to_datetime(e.last_contact_at),
+                last_contact_at_ms: e.last_contact_at,
+                notice_after_ms: e.notice_after_ms,
+                deregister_after_ms: e.deregister_after_ms,
+                excluded_outage_ms: e.excluded_outage_ms,
+                event_id: e.event_id,
+                person_id: e.person_id,
+                address: e.address,
+                kafka_partition: partition,
+                kafka_offset: offset,
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_each_kind_and_rejects_garbage() {
+        let ping = br#"{"type":"ping","person_id":"p","device_id":"d","device_ts":1700000000123,"lat":55.123456,"lon":37.654321,"received_at":1700000000999}"#;
+        let Decoded::Ping(r) = decode(Source::Contacts, Some(ping), 3, 7, 2).unwrap() else {
+            panic!()
+        };
+        assert_eq!((r.device_ts, r.received_at), (1_700_000_000, 1_700_000_000));
+        assert_eq!((r.lat, r.lon), (55.12, 37.65));
+        assert_eq!((r.kafka_partition, r.kafka_offset), (3, 7));
+        let tick = br#"{"type":"tick","received_at":5}"#;
+        assert_eq!(
+            decode(Source::Contacts, Some(tick), 0, 0, -1).unwrap(),
+            Decoded::Skip
+        );
+        let reg = br#"{"type":"registration","person_id":"p","address":"A","received_at":5}"#;
+        assert!(matches!(
+            decode(Source::Contacts, Some(reg), 0, 0, -1),
+            Ok(Decoded::Registration(_))
+        ));
+        assert_eq!(
+            decode(Source::Contacts, Some(b"{nope"), 0, 0, -1)
+                .unwrap_err()
+                .reason,
+            "invalid_json"
+        );
+        assert_eq!(
+            decode(Source::Contacts, Some(b"{\"type\":\"x\"}"), 0, 0, -1)
+                .unwrap_err()
+                .reason,
+            "schema_mismatch"
+        );
+        assert_eq!(
+            decode(Source::Events, None, 0, 0, -1).unwrap_err().reason,
+            "empty_payload"
+        );
+        // A contact is not an event.
+        assert!(decode(Source::Events, Some(ping), 0, 0, -1).is_err());
+    }
+
+    #[test]
+    fn rounding_and_clamping() {
+        assert_eq!(round_coord(55.75583, 3), 55.756);
+        assert_eq!(round_coord(55.75583, -1), 55.75583);
+        assert_eq!(round_coord(-37.5, 0), -38.0);
+        assert_eq!(to_datetime(-5), 0);
+        assert_eq!(to_datetime(1999), 1);
+        assert_eq!(to_datetime(i64::MAX), u32::MAX);
+    }
+}

@@ -1,0 +1,229 @@
+//! End to end on the real local Kafka and ClickHouse: exact counts, aborted transactions,
+//! metrics and readiness, poison records, migrations twice.
+
+mod support;
+
+use common::record::{Contact, DeadLetter};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use std::time::Duration;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_counts_end_to_end() {
+    let env = Env::new("sink_e2e").await;
+    let tag = env.name.clone();
+    let prod = env.producer();
+    let mut contacts = pings(&tag, 3000, 50);
+    // Retried identical pings (an ingest retry, a producer retry): must collapse.
+    let dups: Vec<Contact> = contacts[..300].to_vec();
+    contacts.extend(dups);
+    contacts.extend(registrations(&tag, 40));
+    contacts.extend(ticks(25));
+    env.produce_contacts(&prod, &contacts).await;
+
+    let txp = env.tx_producer("events");
+    let committed = events(&tag, 120, 0);
+    env.produce_events_tx(&txp, &committed, true).await;
+    let aborted = events(&tag, 30, 10_000);
+    env.produce_events_tx(&txp, &aborted, false).await;
+    // A replayed event (same event_id) in a later transaction collapses.
+    env.produce_events_tx(&txp, &committed[..10], true).await;
+
+    let (stop, handle) = spawn_sink(env.config.clone());
+    env.wait_for("SELECT count() FROM pings FINAL", 3000, T)
+        .await;
+    env.wait_for("SELECT count() FROM registrations FINAL", 40, T)
+        .await;
+    env.wait_for("SELECT count() FROM person_events FINAL", 120, T)
+        .await;
+    // Aborted events never land, not even as duplicates awaiting a merge.
+    let ids: Vec<String> = aborted
+        .iter()
+        .map(|e| format!("'{}'", e.event_id))
+        .collect();
+    let q = format!(
+        "SELECT count() FROM person_events WHERE event_id IN ({})",
+        ids.join(",")
+    );
+    assert_eq!(env.scalar(&q).await, Some(0));
+    // Every committed event exactly once through FINAL.
+    assert_eq!(
+        env.scalar("SELECT uniqExact(event_id) FROM person_events")
+            .await,
+        Some(120)
+    );
+    // Aggregates count distinct facts, so they are exact without FINAL.
+    env.wait_for("SELECT sum(n) FROM (SELECT uniqExactMerge(pings) AS n FROM pings_per_minute GROUP BY minute)", 3000, T).await;
+    assert_eq!(env.scalar("SELECT sum(n) FROM (SELECT uniqExactMerge(events) AS n FROM events_per_hour GROUP BY hour, kind)").await, Some(120));
+    assert_eq!(
+        env.scalar("SELECT count() FROM person_status FINAL").await,
+        Some(17)
+    );
+    assert_eq!(
+        env.scalar("SELECT uniqExact(person_id) FROM pings").await,
+        Some(50)
+    );
+    // Nullable accuracy survived the trip.
+    assert_eq!(
+        env.scalar("SELECT count() FROM pings FINAL WHERE accuracy_m IS NULL")
+            .await,
+        Some(1000)
+    );
+
+    // Metrics and readiness.
+    let addr = env.config.sink.listen.clone();
+    let (status, _) = http_get(&addr, "/readyz").await.unwrap();
+    assert_eq!(status, 200);
+    let (_, metrics) = http_get(&addr, "/metrics").await.unwrap();
+    for needle in [
+        "lastseen_sink_rows_written_total{table=\"pings\"}",
+        "lastseen_sink_batches_total{result=\"ok\",table=\"person_events\"}",
+        "lastseen_sink_insert_duration_seconds_bucket",
+        "lastseen_sink_clickhouse_up 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    assert!(!metrics.contains(&tag), "ids must not appear in metrics");
+
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    // Offsets were committed: a second run reads nothing new and adds no rows.
+    let before = env.scalar("SELECT count() FROM pings").await;
+    let (stop, handle) = spawn_sink(env.config.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.scalar("SELECT count() FROM pings").await, before);
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_record_goes_to_dead_letter_and_partition_moves_on() {
+    let env = Env::new("sink_poison").await;
+    let tag = env.name.clone();
+    let prod = env.producer();
+    let topic = env.config.kafka.contacts_topic.clone();
+    // Everything on one key → one partition: good, poison, good.
+    let key = Some("same-key".to_string());
+    let good = |range: std::ops::Range<usize>| -> Vec<(Option<String>, Vec<u8>)> {
+        pings(&tag, 200, 5)[range]
+            .iter()
+            .map(|c| (key.clone(), serde_json::to_vec(c).unwrap()))
+            .collect()
+    };
+    env.produce(&prod, &topic, &good(0..100)).await;
+    env.produce(
+        &prod,
+        &topic,
+        &[(key.clone(), b"{\"type\":\"ping\",\"person_id\":".to_vec())],
+    )
+    .await;
+    env.produce(
+        &prod,
+        &topic,
+        &[(
+            key.clone(),
+            br#"{"type":"ping","person_id":"x","extra":1}"#.to_vec(),
+        )],
+    )
+    .await;
+    env.produce(&prod, &topic, &good(100..200)).await;
+
+    let (stop, handle) = spawn_sink(env.config.clone());
+    env.wait_for("SELECT count() FROM pings FINAL", 200, T)
+        .await;
+
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.config.kafka.brokers)
+        .set("group.id", format!("{}-dlq-reader", env.name))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[env.config.kafka.dead_letter_topic.as_str()])
+        .unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < 2 {
+        let m = tokio::time::timeout(T, c.recv())
+            .await
+            .expect("dead letters")
+            .unwrap();
+        letters.push(serde_json::from_slice::<DeadLetter>(m.payload().unwrap()).unwrap());
+    }
+    letters.sort_by_key(|l| l.offset);
+    assert_eq!(letters[0].stage, "sink");
+    assert_eq!(letters[0].topic, topic);
+    assert_eq!(letters[0].offset, 100);
+    assert!(
+        letters[0].reason.starts_with("truncated_json"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(
+        letters[1].reason.starts_with("schema_mismatch"),
+        "{}",
+        letters[1].reason
+    );
+    assert!(letters[1].payload.contains("extra"));
+    let addr = env.config.sink.listen.clone();
+    let (_, metrics) = http_get(&addr, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("lastseen_sink_dead_letters_total{reason=\"truncated_json\"} 1"),
+        "{metrics}"
+    );
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_twice_and_concurrently_give_the_same_schema() {
+    let env = Env::new("sink_migrate").await;
+    let schema = || async {
+        let ch = env.ch();
+        let mut out = Vec::new();
+        let tables = ch
+            .fetch(&format!(
+                "SELECT name FROM system.tables WHERE database = '{}' ORDER BY name",
+                env.name
+            ))
+            .await
+            .unwrap();
+        for t in tables {
+            let create = ch
+                .fetch(&format!("SHOW CREATE TABLE `{}`", t[0]))
+                .await
+                .unwrap();
+            out.push(create[0][0].clone());
+        }
+        out
+    };
+    let (a, b) = tokio::join!(
+        sink::migrate_once(&env.config),
+        sink::migrate_once(&env.config)
+    );
+    let (v, ra) = a.unwrap();
+    let (_, rb) = b.unwrap();
+    assert!(ra.applied.len() + ra.already.len() == 3 && rb.applied.len() + rb.already.len() == 3);
+    let first = schema().await;
+    assert_eq!(first.len(), 10, "{first:#?}");
+    let (_, again) = sink::migrate_once(&env.config).await.unwrap();
+    assert_eq!(again.applied, Vec::<u32>::new());
+    assert_eq!(again.already, vec![1, 2, 3]);
+    assert_eq!(schema().await, first);
+    assert_eq!(
+        env.scalar("SELECT count() FROM schema_migrations FINAL")
+            .await,
+        Some(3)
+    );
+    // Version detection against the real server.
+    let real = env.ch().version().await.unwrap();
+    assert_eq!(real, v);
+    if real < sink::ServerVersion::new(19, 6, 0) {
+        assert!(again.optional_applied.is_empty() && again.optional_skipped.len() == 2);
+    }
+    env.cleanup().await;
+}
