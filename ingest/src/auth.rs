@@ -142,12 +142,18 @@ impl Verifier {
             })
         })?;
         let claim = |v: Option<serde_json::Value>, name: &str| match v {
-            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(s),
+            // No control characters: ids become Kafka keys, ClickHouse values and log fields,
+            // and the processor's changelog reserves keys starting with NUL.
+            Some(serde_json::Value::String(s))
+                if !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) =>
+            {
+                Ok(s)
+            }
             None | Some(serde_json::Value::Null) => {
                 Err(AuthError(format!("missing claim `{name}`")))
             }
             Some(_) => Err(AuthError(format!(
-                "claim `{name}` must be a non-empty string of at most 256 bytes"
+                "claim `{name}` must be a non-empty string of at most 256 bytes without control characters"
             ))),
         };
         Ok(Identity {
@@ -282,6 +288,21 @@ mod tests {
         let t = testing::hs256(SECRET, &json!({"sub":"p1","device_id":"","exp":now()+60}));
         assert!(err(&v, &t).contains("device_id"));
         let t = testing::hs256(SECRET, &json!({"sub":"p1","device_id":7,"exp":now()+60}));
+        assert!(err(&v, &t).contains("device_id"));
+        // A NUL or any control character in an id is refused (the changelog reserves NUL keys).
+        let t = testing::hs256(
+            SECRET,
+            &json!({"sub":"\u{0}clock","device_id":"d1","exp":now()+60}),
+        );
+        assert!(
+            err(&v, &t).contains("control characters"),
+            "{}",
+            err(&v, &t)
+        );
+        let t = testing::hs256(
+            SECRET,
+            &json!({"sub":"p1","device_id":"d\n1","exp":now()+60}),
+        );
         assert!(err(&v, &t).contains("device_id"));
         let t = testing::hs256(SECRET, &json!({"sub":"p1","device_id":"d","exp":"soon"}));
         assert!(err(&v, &t).contains("exp"), "{}", err(&v, &t));
