@@ -375,18 +375,24 @@ impl Config {
             ("sink.listen", &self.sink.listen),
         ] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
-                p.push(format!("{name}: `{addr}` is not an address like 127.0.0.1:8080"));
+                p.push(format!(
+                    "{name}: `{addr}` is not an address like 127.0.0.1:8080"
+                ));
             }
         }
         if self.ingest.max_batch == 0 {
             p.push("ingest.max_batch: must be at least 1".into());
         }
-        if !(self.ingest.rate_limit_per_device.is_finite() && self.ingest.rate_limit_per_device >= 0.0)
+        if !(self.ingest.rate_limit_per_device.is_finite()
+            && self.ingest.rate_limit_per_device >= 0.0)
         {
             p.push("ingest.rate_limit_per_device: must be a finite number >= 0".into());
         }
         if self.auth.hs256_secret.is_empty() && self.auth.public_key_file.is_empty() {
-            p.push("auth: set auth.hs256_secret or auth.public_key_file, or no token can be verified".into());
+            p.push(
+                "auth: set auth.hs256_secret or auth.public_key_file, or no token can be verified"
+                    .into(),
+            );
         }
         if self.processor.commit_interval.is_zero() {
             p.push("processor.commit_interval: must be greater than zero".into());
@@ -401,7 +407,10 @@ impl Config {
             p.push("sink.min_backoff must not exceed sink.max_backoff".into());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            p.push(format!("log.format: `{}` is not one of text, json", self.log.format));
+            p.push(format!(
+                "log.format: `{}` is not one of text, json",
+                self.log.format
+            ));
         }
         p
     }
@@ -471,7 +480,9 @@ fn parse_env_value(raw: &str) -> Value {
 
 fn check_section(section: &str, table: Table) -> Result<(), String> {
     fn try_as<T: DeserializeOwned>(t: Table) -> Result<(), String> {
-        T::deserialize(Value::Table(t)).map(|_| ()).map_err(|e| e.message().trim().to_string())
+        T::deserialize(Value::Table(t))
+            .map(|_| ())
+            .map_err(|e| e.message().trim().to_string())
     }
     match section {
         "kafka" => try_as::<KafkaConfig>(table),
@@ -533,7 +544,11 @@ pub fn env_var_names() -> BTreeMap<String, String> {
         if let Value::Table(keys) = v {
             for key in keys.keys() {
                 out.insert(
-                    format!("{ENV_PREFIX}{}__{}", section.to_uppercase(), key.to_uppercase()),
+                    format!(
+                        "{ENV_PREFIX}{}__{}",
+                        section.to_uppercase(),
+                        key.to_uppercase()
+                    ),
                     format!("{section}.{key}"),
                 );
             }
@@ -548,7 +563,10 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -582,7 +600,11 @@ mod tests {
     #[test]
     fn env_overrides_file_overrides_defaults() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        writeln!(f, "[policy]\nnotice_after = \"10s\"\nderegister_after = \"1m\"\n[ingest]\nmax_batch = 7").unwrap();
+        writeln!(
+            f,
+            "[policy]\nnotice_after = \"10s\"\nderegister_after = \"1m\"\n[ingest]\nmax_batch = 7"
+        )
+        .unwrap();
         let c = Config::load_from(
             Some(f.path()),
             env(&[
@@ -604,7 +626,11 @@ mod tests {
     #[test]
     fn every_problem_is_listed_at_once() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        writeln!(f, "[ingest]\nmax_batch = \"many\"\nbogus = 1\n[nope]\nx = 1").unwrap();
+        writeln!(
+            f,
+            "[ingest]\nmax_batch = \"many\"\nbogus = 1\n[nope]\nx = 1"
+        )
+        .unwrap();
         let err = Config::load_from(
             Some(f.path()),
             env(&[
@@ -640,8 +666,15 @@ mod tests {
             ]),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("must be shorter than policy.deregister_after"), "{err}");
-        let zero = PolicyConfig { notice_after: Duration::ZERO, deregister_after: Duration::ZERO };
+        assert!(
+            err.to_string()
+                .contains("must be shorter than policy.deregister_after"),
+            "{err}"
+        );
+        let zero = PolicyConfig {
+            notice_after: Duration::ZERO,
+            deregister_after: Duration::ZERO,
+        };
         assert_eq!(zero.validate().len(), 3);
     }
 
@@ -656,7 +689,10 @@ mod tests {
     #[test]
     fn env_names_cover_every_key() {
         let names = env_var_names();
-        assert_eq!(names.get("LASTSEEN_POLICY__NOTICE_AFTER").unwrap(), "policy.notice_after");
+        assert_eq!(
+            names.get("LASTSEEN_POLICY__NOTICE_AFTER").unwrap(),
+            "policy.notice_after"
+        );
         assert!(names.len() > 40);
     }
 

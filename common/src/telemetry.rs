@@ -18,7 +18,9 @@ pub fn init_logging(cfg: &LogConfig) {
     let registry = tracing_subscriber::registry().with(filter);
     // try_init: tests may call this more than once.
     let _ = if cfg.format == "json" {
-        registry.with(fmt::layer().json().with_current_span(false)).try_init()
+        registry
+            .with(fmt::layer().json().with_current_span(false))
+            .try_init()
     } else {
         registry.with(fmt::layer().with_target(true)).try_init()
     };

@@ -132,6 +132,9 @@ struct Core {
     ready: Readiness,
     /// An error raised inside a rebalance callback, surfaced by the loop.
     failed: Option<ServiceError>,
+    /// Records processed and empty polls since the last commit (for the debug log).
+    processed: u64,
+    idle_polls: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -261,6 +264,7 @@ impl Core {
         if let Some(part) = self.partitions.get_mut(&p) {
             part.next_offset = Some(msg.offset() + 1);
         }
+        self.processed += 1;
         Ok(())
     }
 
@@ -350,6 +354,8 @@ impl Core {
         let offsets_sent = started.elapsed();
         retry_txn(|| self.producer.commit_transaction(TXN_TIMEOUT))?;
         tracing::debug!(
+            records = std::mem::take(&mut self.processed),
+            idle_polls = std::mem::take(&mut self.idle_polls),
             changelog_records = written,
             produce_ms = produced.as_millis() as u64,
             offsets_ms = (offsets_sent - produced).as_millis() as u64,
@@ -614,6 +620,8 @@ fn run_loop(
         metrics,
         ready: ready.clone(),
         failed: None,
+        processed: 0,
+        idle_polls: 0,
     }));
     let consumer: BaseConsumer<Ctx> =
         consumer_config(&cfg).create_with_context(Ctx { core: core.clone() })?;
@@ -636,7 +644,10 @@ fn run_loop(
                 tracing::warn!(error = %e, "consumer error");
                 Ok(())
             }
-            None => Ok(()),
+            None => {
+                c.idle_polls += 1;
+                Ok(())
+            }
         };
         let step = step.and_then(|()| {
             if last_commit.elapsed() >= interval {
