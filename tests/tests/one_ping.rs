@@ -20,7 +20,9 @@ async fn registration_and_ping_come_out_the_other_side() -> anyhow::Result<()> {
     let r = http
         .post(format!("{}/v1/registrations", stack.ingest_url))
         .bearer_auth(&token)
-        .json(&serde_json::json!({"address": "Tverskaya 1, Moscow", "lat": 55.7575, "lon": 37.6135}))
+        .json(
+            &serde_json::json!({"address": "Tverskaya 1, Moscow", "lat": 55.7575, "lon": 37.6135}),
+        )
         .send()
         .await?;
     assert_eq!(r.status(), 202, "{}", r.text().await?);

@@ -16,6 +16,9 @@ use std::time::Duration;
 
 const PARTITIONS: i32 = 4;
 
+/// One record to produce: partition, key, JSON payload.
+type Record = (i32, Option<String>, Vec<u8>);
+
 fn policy() -> (PolicyConfig, ClockConfig) {
     let c = Config::defaults();
     (
@@ -23,7 +26,10 @@ fn policy() -> (PolicyConfig, ClockConfig) {
             notice_after: Duration::from_secs(20),
             deregister_after: Duration::from_secs(40),
         },
-        ClockConfig { tick_interval: Duration::from_secs(1), outage_after: c.clock.outage_after },
+        ClockConfig {
+            tick_interval: Duration::from_secs(1),
+            outage_after: c.clock.outage_after,
+        },
     )
 }
 
@@ -39,7 +45,7 @@ fn env() -> Vec<(&'static str, &'static str)> {
 /// second, registrations, address changes, silences of every length, unregistered pingers,
 /// and one platform outage (no records at all for 90 s). Returns chunks of
 /// `(partition, key, payload)` in production order, one chunk per `chunk_secs`.
-fn stream(seed: u64, persons: usize, seconds: i64, chunk_secs: i64) -> Vec<Vec<(i32, Option<String>, Vec<u8>)>> {
+fn stream(seed: u64, persons: usize, seconds: i64, chunk_secs: i64) -> Vec<Vec<Record>> {
     let mut rng = StdRng::seed_from_u64(seed);
     let t0 = 1_750_000_000_000i64;
     let ids: Vec<String> = (0..persons).map(|i| format!("person-{seed}-{i}")).collect();
@@ -69,7 +75,11 @@ fn stream(seed: u64, persons: usize, seconds: i64, chunk_secs: i64) -> Vec<Vec<(
             }
             let at = now + rng.random_range(0..1000);
             let contact = if registered && (s == 0 || rng.random_bool(0.002)) {
-                let address = format!("Street {} {}", i, if rng.random_bool(0.5) { "A" } else { "B" });
+                let address = format!(
+                    "Street {} {}",
+                    i,
+                    if rng.random_bool(0.5) { "A" } else { "B" }
+                );
                 Contact::Registration(Registration {
                     person_id: id.clone(),
                     device_id: "d".into(),
@@ -91,10 +101,17 @@ fn stream(seed: u64, persons: usize, seconds: i64, chunk_secs: i64) -> Vec<Vec<(
             } else {
                 continue;
             };
-            chunk.push((part(id), Some(id.clone()), serde_json::to_vec(&contact).unwrap()));
+            chunk.push((
+                part(id),
+                Some(id.clone()),
+                serde_json::to_vec(&contact).unwrap(),
+            ));
         }
         for p in 0..PARTITIONS {
-            let tick = Contact::Tick(Tick { received_at: now + 999, source: "test".into() });
+            let tick = Contact::Tick(Tick {
+                received_at: now + 999,
+                source: "test".into(),
+            });
             chunk.push((p, None, serde_json::to_vec(&tick).unwrap()));
         }
         if (s + 1) % chunk_secs == 0 {
@@ -109,16 +126,20 @@ fn stream(seed: u64, persons: usize, seconds: i64, chunk_secs: i64) -> Vec<Vec<(
 
 fn xxhash(s: &str) -> u64 {
     // Any stable hash will do; the test chooses partitions itself.
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// The events of an uninterrupted run: one detector per partition, records in order.
-fn reference(chunks: &[Vec<(i32, Option<String>, Vec<u8>)>]) -> BTreeMap<String, usize> {
+fn reference(chunks: &[Vec<Record>]) -> BTreeMap<String, usize> {
     let (policy, clock) = policy();
     let mut detectors: BTreeMap<i32, Detector> = BTreeMap::new();
     let mut out = Vec::new();
     for (p, _, payload) in chunks.iter().flatten() {
-        let d = detectors.entry(*p).or_insert_with(|| Detector::new(policy, clock).unwrap());
+        let d = detectors
+            .entry(*p)
+            .or_insert_with(|| Detector::new(policy, clock).unwrap());
         let c: Contact = serde_json::from_slice(payload).unwrap();
         d.apply(&c, &mut out);
     }
@@ -143,19 +164,33 @@ async fn committed_events(stack: &Stack) -> anyhow::Result<BTreeMap<String, usiz
 }
 
 fn assert_same(want: &BTreeMap<String, usize>, got: &BTreeMap<String, usize>) {
-    let missing: Vec<_> = want.iter().filter(|(k, n)| got.get(*k) < Some(n)).take(5).collect();
-    let extra: Vec<_> = got.iter().filter(|(k, n)| want.get(*k) < Some(n)).take(5).collect();
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(k, n)| got.get(*k) < Some(n))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|(k, n)| want.get(*k) < Some(n))
+        .take(5)
+        .collect();
     let total: usize = want.values().sum();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "of {total} expected events: missing (first 5) {missing:#?}\nextra or duplicated (first 5) {extra:#?}"
     );
-    assert!(total > 100, "the stream should produce many events, got {total}");
+    assert!(
+        total > 100,
+        "the stream should produce many events, got {total}"
+    );
     let kinds: std::collections::BTreeSet<_> = want
         .keys()
         .map(|k| serde_json::from_str::<PersonEvent>(k).unwrap().kind)
         .collect();
-    assert!(kinds.len() >= 5, "expected (nearly) every kind of event, got {kinds:?}");
+    assert!(
+        kinds.len() >= 5,
+        "expected (nearly) every kind of event, got {kinds:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +215,12 @@ async fn kill_dash_nine_twenty_times_loses_and_duplicates_nothing() -> anyhow::R
     }
     assert!(kills >= 20, "only {kills} kills");
     stack.wait_ready(&url, Duration::from_secs(60)).await?;
-    e2e::wait_group_caught_up(&format!("{}-processor", stack.name), &stack.contacts_topic, Duration::from_secs(180)).await?;
+    e2e::wait_group_caught_up(
+        &format!("{}-processor", stack.name),
+        &stack.contacts_topic,
+        Duration::from_secs(180),
+    )
+    .await?;
     let got = committed_events(&stack).await?;
     assert_same(&want, &got);
     Ok(())
@@ -206,9 +246,51 @@ async fn scaling_out_and_in_mid_stream_keeps_events_exact() -> anyhow::Result<()
             stack.kill(Service::Processor, 1);
         }
     }
-    e2e::wait_group_caught_up(&format!("{}-processor", stack.name), &stack.contacts_topic, Duration::from_secs(180)).await?;
+    e2e::wait_group_caught_up(
+        &format!("{}-processor", stack.name),
+        &stack.contacts_topic,
+        Duration::from_secs(180),
+    )
+    .await?;
     let got = committed_events(&stack).await?;
     assert_same(&want, &got);
     stack.check_alive()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_the_open_transaction_and_exits() -> anyhow::Result<()> {
+    // A commit interval far longer than the test: only the shutdown can commit anything.
+    let mut vars = env();
+    vars.push(("LASTSEEN_PROCESSOR__COMMIT_INTERVAL", "10m"));
+    let mut stack = Stack::new("proc_sigterm", PARTITIONS, &vars).await?;
+    let chunks = stream(13, 300, 60, 60);
+    let want = reference(&chunks);
+    stack.start(Service::Processor)?;
+    let url = stack.processor_url.clone();
+    stack.wait_ready(&url, Duration::from_secs(60)).await?;
+    for chunk in &chunks {
+        e2e::produce_all(&stack.contacts_topic, chunk).await?;
+    }
+    // Give it time to consume; what it processed must be committed on SIGTERM.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.terminate(Service::Processor, 0, Duration::from_secs(30))?;
+    // Not restarted: everything must already be committed by the graceful shutdown.
+    e2e::wait_group_caught_up(
+        &format!("{}-processor", stack.name),
+        &stack.contacts_topic,
+        Duration::from_secs(5),
+    )
+    .await?;
+    let got = committed_events(&stack).await?;
+    let missing: usize = want
+        .iter()
+        .map(|(k, n)| n.saturating_sub(*got.get(k).unwrap_or(&0)))
+        .sum();
+    let extra: usize = got
+        .iter()
+        .map(|(k, n)| n.saturating_sub(*want.get(k).unwrap_or(&0)))
+        .sum();
+    assert_eq!((missing, extra), (0, 0), "events after a graceful shutdown");
     Ok(())
 }
