@@ -12,6 +12,8 @@
 //! The binaries are taken from `target/debug` (or `LASTSEEN_BIN_DIR`); `./tests/run` builds
 //! them first.
 
+pub mod fleet;
+
 use anyhow::{Context, Result, bail};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -114,8 +116,12 @@ impl Stack {
     pub async fn new(test: &str, partitions: i32, extra: &[(&str, &str)]) -> Result<Stack> {
         let name = unique(test);
         let topic = |t: &str| format!("e2e.{name}.{t}");
-        let (contacts, events, changelog, dead) =
-            (topic("contacts"), topic("events"), topic("state"), topic("dead-letter"));
+        let (contacts, events, changelog, dead) = (
+            topic("contacts"),
+            topic("events"),
+            topic("state"),
+            topic("dead-letter"),
+        );
         create_topics(&[
             (&contacts, partitions, false),
             (&events, partitions, false),
@@ -136,11 +142,20 @@ impl Stack {
             ("LASTSEEN_CLICKHOUSE__URL", clickhouse_url()),
             ("LASTSEEN_CLICKHOUSE__DATABASE", database.clone()),
             ("LASTSEEN_AUTH__HS256_SECRET", TEST_SECRET.to_string()),
-            ("LASTSEEN_INGEST__LISTEN", format!("127.0.0.1:{ingest_port}")),
+            (
+                "LASTSEEN_INGEST__LISTEN",
+                format!("127.0.0.1:{ingest_port}"),
+            ),
             ("LASTSEEN_INGEST__RATE_LIMIT_PER_DEVICE", "0".to_string()),
-            ("LASTSEEN_PROCESSOR__LISTEN", format!("127.0.0.1:{processor_port}")),
+            (
+                "LASTSEEN_PROCESSOR__LISTEN",
+                format!("127.0.0.1:{processor_port}"),
+            ),
             ("LASTSEEN_PROCESSOR__GROUP_ID", format!("{name}-processor")),
-            ("LASTSEEN_PROCESSOR__TRANSACTIONAL_ID_PREFIX", format!("{name}-processor")),
+            (
+                "LASTSEEN_PROCESSOR__TRANSACTIONAL_ID_PREFIX",
+                format!("{name}-processor"),
+            ),
             ("LASTSEEN_SINK__LISTEN", format!("127.0.0.1:{sink_port}")),
             ("LASTSEEN_SINK__GROUP_ID", format!("{name}-sink")),
             ("LASTSEEN_SINK__MAX_DELAY", "200ms".to_string()),
@@ -184,16 +199,31 @@ impl Stack {
             .append(true)
             .open(self.log_dir.join(format!("{}-{n}.log", svc.binary())))?;
         let mut cmd = Command::new(&bin);
+        // Harness-only variables (LASTSEEN_BIN_DIR, LASTSEEN_TEST_*) are not configuration: the
+        // services reject any LASTSEEN_ variable without a `__`.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LASTSEEN_") && !k.contains("__") {
+                cmd.env_remove(&k);
+            }
+        }
         cmd.envs(&self.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         if n > 0 {
             let section = svc.binary().to_uppercase();
-            cmd.env(format!("LASTSEEN_{section}__LISTEN"), format!("127.0.0.1:{}", free_port()));
-            cmd.env(format!("LASTSEEN_{section}__INSTANCE_ID"), format!("{}-{n}", svc.binary()));
+            cmd.env(
+                format!("LASTSEEN_{section}__LISTEN"),
+                format!("127.0.0.1:{}", free_port()),
+            );
+            cmd.env(
+                format!("LASTSEEN_{section}__INSTANCE_ID"),
+                format!("{}-{n}", svc.binary()),
+            );
         }
-        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
         self.children.insert((svc, n), child);
         Ok(())
     }
@@ -213,8 +243,13 @@ impl Stack {
 
     /// SIGTERM instance `n` of `svc` and waits up to `timeout` for it to exit.
     pub fn terminate(&mut self, svc: Service, n: usize, timeout: Duration) -> Result<()> {
-        let Some(mut c) = self.children.remove(&(svc, n)) else { return Ok(()) };
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let Some(mut c) = self.children.remove(&(svc, n)) else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if c.try_wait()?.is_some() {
@@ -224,15 +259,19 @@ impl Stack {
         }
         let _ = c.kill();
         let _ = c.wait();
-        bail!("{} did not exit within {timeout:?} of SIGTERM", svc.binary())
+        bail!(
+            "{} did not exit within {timeout:?} of SIGTERM",
+            svc.binary()
+        )
     }
 
     /// Fails if a started service exited by itself (with its log tail).
     pub fn check_alive(&mut self) -> Result<()> {
         for ((svc, n), c) in self.children.iter_mut() {
             if let Some(status) = c.try_wait()? {
-                let log = std::fs::read_to_string(self.log_dir.join(format!("{}-{n}.log", svc.binary())))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.log_dir.join(format!("{}-{n}.log", svc.binary())))
+                        .unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 bail!(
                     "{}-{n} exited with {status}; log tail:\n{}",
@@ -268,7 +307,11 @@ impl Stack {
             self.start(s)?;
         }
         let timeout = Duration::from_secs(60);
-        let urls = [self.ingest_url.clone(), self.processor_url.clone(), self.sink_url.clone()];
+        let urls = [
+            self.ingest_url.clone(),
+            self.processor_url.clone(),
+            self.sink_url.clone(),
+        ];
         for u in urls {
             self.wait_ready(&u, timeout).await?;
         }
@@ -277,7 +320,10 @@ impl Stack {
 
     /// A ClickHouse client bound to this stack's database.
     pub fn clickhouse(&self) -> ClickHouse {
-        ClickHouse { url: clickhouse_url(), database: self.database.clone() }
+        ClickHouse {
+            url: clickhouse_url(),
+            database: self.database.clone(),
+        }
     }
 
     /// A token for `person` on `device`, signed with the stack's secret.
@@ -305,11 +351,19 @@ pub async fn create_topics(topics: &[(&str, i32, bool)]) -> Result<()> {
         .iter()
         .map(|(name, partitions, compacted)| {
             let t = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
-            if *compacted { t.set("cleanup.policy", "compact") } else { t }
+            if *compacted {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for r in admin.create_topics(&new, &opts).await.context("creating topics")? {
+    for r in admin
+        .create_topics(&new, &opts)
+        .await
+        .context("creating topics")?
+    {
         match r {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, e)) => bail!("creating topic {t}: {e}"),
@@ -345,7 +399,9 @@ impl ClickHouse {
     /// Runs a query returning one number.
     pub async fn count(&self, sql: &str) -> Result<u64> {
         let s = self.query(sql).await?;
-        s.trim().parse().with_context(|| format!("`{sql}` returned {s:?}"))
+        s.trim()
+            .parse()
+            .with_context(|| format!("`{sql}` returned {s:?}"))
     }
 
     /// Polls `sql` until it returns `want` or `timeout` passes; returns the last value.
@@ -370,9 +426,12 @@ impl ClickHouse {
     }
 }
 
+/// One record to produce: partition, key, payload.
+pub type Record = (i32, Option<String>, Vec<u8>);
+
 /// Produces `records` (JSON, explicit partition, optional key) to `topic` with an idempotent
 /// producer and waits until Kafka acknowledged all of them.
-pub async fn produce_all(topic: &str, records: &[(i32, Option<String>, Vec<u8>)]) -> Result<()> {
+pub async fn produce_all(topic: &str, records: &[Record]) -> Result<()> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -383,7 +442,9 @@ pub async fn produce_all(topic: &str, records: &[(i32, Option<String>, Vec<u8>)]
     let futures: Vec<_> = records
         .iter()
         .map(|(p, key, payload)| {
-            let mut r = FutureRecord::<String, Vec<u8>>::to(topic).partition(*p).payload(payload);
+            let mut r = FutureRecord::<String, Vec<u8>>::to(topic)
+                .partition(*p)
+                .payload(payload);
             if let Some(k) = key {
                 r = r.key(k);
             }

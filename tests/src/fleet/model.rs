@@ -1,0 +1,511 @@
+//! The ground-truth model: which events each person must get, from what the server saw.
+//!
+//! The simulator cannot know the server's `received_at` exactly, only that it lies between
+//! sending a request and reading its answer. So every acknowledged contact is an interval
+//! `[lo, hi]` (first attempt sent … acknowledgement read: an earlier, failed attempt of the same
+//! body may have landed too). Silences are therefore intervals as well, and outages make them
+//! shorter by an amount that is known only within bounds:
+//!
+//! - `certain` fault spans: the platform surely received nothing (connection refused, or an
+//!   immediate 503 "Kafka not ready"; ingest pauses its ticks then). A span longer than
+//!   `clock.outage_after` is certainly excluded from silences, minus one tick.
+//! - `possible` fault spans: some request failed somewhere in there. At most these are excluded.
+//!
+//! Each silence is classified against the thresholds at both ends of its interval; when both
+//! ends agree the outcome is certain. The schedule of the simulator keeps silences far from the
+//! thresholds, so outcomes are ambiguous only when a fault lands inside a planned silence; such a
+//! person is reported as ambiguous and its events are not compared (its pings still are).
+//!
+//! The last silence runs until the verifier looks: events whose deadline certainly passed
+//! (`horizon.must`) must be there, events whose deadline possibly passed (`horizon.may`) may be.
+//! So the expectation is `must` followed by an optional prefix of `may`.
+
+use common::record::{EventKind, Millis};
+use serde::{Deserialize, Serialize};
+
+/// The policy and clock the services run with, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub notice_ms: i64,
+    pub deregister_ms: i64,
+    pub outage_after_ms: i64,
+    pub tick_ms: i64,
+}
+
+impl Policy {
+    pub fn from_config(c: &common::Config) -> Policy {
+        let ms = |d: std::time::Duration| d.as_millis() as i64;
+        Policy {
+            notice_ms: ms(c.policy.notice_after),
+            deregister_ms: ms(c.policy.deregister_after),
+            outage_after_ms: ms(c.clock.outage_after),
+            tick_ms: ms(c.clock.tick_interval),
+        }
+    }
+}
+
+/// One acknowledged contact: the server stamped it somewhere in `[lo, hi]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub lo: Millis,
+    pub hi: Millis,
+    /// `Some(address)` for a registration, `None` for a ping batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A time span `[from, to]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub from: Millis,
+    pub to: Millis,
+}
+
+impl Span {
+    fn overlap(&self, from: Millis, to: Millis) -> i64 {
+        (self.to.min(to) - self.from.max(from)).max(0)
+    }
+}
+
+/// What the simulator observed about platform faults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Faults {
+    /// The platform surely received nothing in these spans (merged, disjoint).
+    pub certain: Vec<Span>,
+    /// The platform may have been failing in these spans (merged, disjoint).
+    pub possible: Vec<Span>,
+}
+
+/// A failed request attempt, as the simulator saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub sent: Millis,
+    pub failed: Millis,
+    /// Refused at once (connection refused, immediate 503): the platform was down right then.
+    pub immediate: bool,
+}
+
+/// Merges sorted-or-not spans that touch or are closer than `join` ms.
+pub fn merge(mut spans: Vec<Span>, join: i64) -> Vec<Span> {
+    spans.sort_by_key(|s| (s.from, s.to));
+    let mut out: Vec<Span> = Vec::new();
+    for s in spans {
+        match out.last_mut() {
+            Some(l) if s.from <= l.to + join => l.to = l.to.max(s.to),
+            _ => out.push(s),
+        }
+    }
+    out
+}
+
+impl Faults {
+    /// Builds the fault spans from failed attempts. Immediate failures closer than `join` ms
+    /// form one certain span (shrunk by `slack` at both ends); every failure widened by `slack`
+    /// is a possible span.
+    pub fn from_failures(failures: &[Failure], join: i64, slack: i64) -> Faults {
+        let instants: Vec<Span> = failures
+            .iter()
+            .filter(|f| f.immediate)
+            .map(|f| Span {
+                from: f.failed,
+                to: f.failed,
+            })
+            .collect();
+        let certain = merge(instants, join)
+            .into_iter()
+            .map(|s| Span {
+                from: s.from + slack,
+                to: s.to - slack,
+            })
+            .filter(|s| s.to > s.from)
+            .collect();
+        let possible = merge(
+            failures
+                .iter()
+                .map(|f| Span {
+                    from: f.sent - slack,
+                    to: f.failed + slack,
+                })
+                .collect(),
+            0,
+        );
+        Faults { certain, possible }
+    }
+
+    /// Least outage time the processor must exclude from a silence whose inside is `[from, to]`.
+    fn excluded_min(&self, from: Millis, to: Millis, p: &Policy) -> i64 {
+        self.certain
+            .iter()
+            .filter(|s| s.to - s.from > p.outage_after_ms)
+            .map(|s| (s.overlap(from, to) - p.tick_ms).max(0))
+            .sum()
+    }
+
+    /// Most outage time the processor may exclude from a silence within `[from, to]`.
+    fn excluded_max(&self, from: Millis, to: Millis) -> i64 {
+        let all = merge(
+            self.certain
+                .iter()
+                .chain(self.possible.iter())
+                .copied()
+                .collect(),
+            0,
+        );
+        all.iter().map(|s| s.overlap(from, to)).sum()
+    }
+}
+
+/// The expected events of one person.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Expected {
+    /// Events that must be there, in order.
+    pub must: Vec<EventKind>,
+    /// Events that may follow `must` (a prefix of these), because their deadline is too close
+    /// to the moment the verifier looks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may: Vec<EventKind>,
+    /// Why the outcome cannot be told (a fault inside a silence near a threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ambiguous: Option<String>,
+}
+
+impl Expected {
+    /// `got` is `must` followed by a prefix of `may`.
+    pub fn accepts(&self, got: &[EventKind]) -> bool {
+        got.len() >= self.must.len()
+            && got[..self.must.len()] == self.must[..]
+            && got.len() - self.must.len() <= self.may.len()
+            && got[self.must.len()..] == self.may[..got.len() - self.must.len()]
+    }
+}
+
+/// The moment the verifier looks: deadlines up to `must` have surely been turned into visible
+/// events; deadlines after `may` cannot have been.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    pub must: Millis,
+    pub may: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Unknown,
+    Registered {
+        address: String,
+    },
+    /// Not registered (deregistered, or never registered); `sent` = unregistered_contact sent.
+    Unregistered {
+        sent: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Certain(bool),
+    Ambiguous,
+}
+
+fn crossed(lo: i64, hi: i64, threshold: i64, inclusive: bool) -> Outcome {
+    let cross = |x: i64| {
+        if inclusive {
+            x >= threshold
+        } else {
+            x > threshold
+        }
+    };
+    match (cross(lo), cross(hi)) {
+        (true, true) => Outcome::Certain(true),
+        (false, false) => Outcome::Certain(false),
+        _ => Outcome::Ambiguous,
+    }
+}
+
+/// The events a person with these contacts (in acknowledgement order) must get.
+pub fn expect(
+    contacts: &[Contact],
+    faults: &Faults,
+    p: &Policy,
+    horizon: Option<Horizon>,
+) -> Expected {
+    let mut state = State::Unknown;
+    let mut out = Expected::default();
+    let mut prev: Option<&Contact> = None;
+    for c in contacts {
+        if let (Some(pc), State::Registered { .. }) = (prev, &state) {
+            // The silence between pc and c.
+            let gap_lo = (c.lo - pc.hi).max(0);
+            let gap_hi = (c.hi - pc.lo).max(0);
+            let eff_lo = (gap_lo - faults.excluded_max(pc.lo, c.hi)).max(0);
+            let eff_hi = (gap_hi - faults.excluded_min(pc.hi, c.lo, p)).max(0);
+            let notice = crossed(eff_lo, eff_hi, p.notice_ms, true);
+            let dereg = crossed(eff_lo, eff_hi, p.deregister_ms, false);
+            match (notice, dereg) {
+                (Outcome::Certain(false), _) => {}
+                (Outcome::Certain(true), Outcome::Certain(false)) => {
+                    out.must.push(EventKind::SilenceNotice);
+                    out.must.push(EventKind::Resumed);
+                }
+                (Outcome::Certain(true), Outcome::Certain(true)) => {
+                    out.must.push(EventKind::SilenceNotice);
+                    out.must.push(EventKind::Deregistered);
+                    state = State::Unregistered { sent: false };
+                }
+                _ => {
+                    out.ambiguous = Some(format!(
+                        "silence of {eff_lo}..{eff_hi} ms (after outage exclusion) ending at {} is \
+                         too close to a threshold",
+                        c.lo
+                    ));
+                    return out;
+                }
+            }
+            if let State::Registered { address } = &state {
+                // After a notice the contact already yielded `resumed`; now the contact itself.
+                if let Some(a) = &c.address {
+                    if a != address {
+                        out.must.push(EventKind::AddressChanged);
+                        state = State::Registered { address: a.clone() };
+                    }
+                }
+                prev = Some(c);
+                continue;
+            }
+        }
+        state = match (&state, &c.address) {
+            (State::Unknown, Some(a)) | (State::Unregistered { .. }, Some(a)) => {
+                out.must.push(EventKind::Registered);
+                State::Registered { address: a.clone() }
+            }
+            (State::Unknown, None) | (State::Unregistered { sent: false }, None) => {
+                out.must.push(EventKind::UnregisteredContact);
+                State::Unregistered { sent: true }
+            }
+            (State::Registered { address }, Some(a)) if a != address => {
+                out.must.push(EventKind::AddressChanged);
+                State::Registered { address: a.clone() }
+            }
+            (s, _) => s.clone(),
+        };
+        prev = Some(c);
+    }
+    // The last silence, up to the horizon.
+    if let (Some(h), Some(pc), State::Registered { .. }) = (horizon, prev, &state) {
+        let eff_lo = ((h.must - pc.hi) - faults.excluded_max(pc.lo, h.may)).max(0);
+        let eff_hi = ((h.may - pc.lo) - faults.excluded_min(pc.hi, h.must, p)).max(0);
+        for (threshold, inclusive, kind) in [
+            (p.notice_ms, true, EventKind::SilenceNotice),
+            (p.deregister_ms, false, EventKind::Deregistered),
+        ] {
+            match crossed(eff_lo, eff_hi, threshold, inclusive) {
+                Outcome::Certain(true) if out.may.is_empty() => out.must.push(kind),
+                Outcome::Certain(false) => break,
+                _ => out.may.push(kind),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use EventKind::*;
+
+    const P: Policy = Policy {
+        notice_ms: 6000,
+        deregister_ms: 12000,
+        outage_after_ms: 2000,
+        tick_ms: 250,
+    };
+
+    fn ping(t: i64) -> Contact {
+        Contact {
+            lo: t,
+            hi: t + 20,
+            address: None,
+        }
+    }
+    fn reg(t: i64, a: &str) -> Contact {
+        Contact {
+            lo: t,
+            hi: t + 20,
+            address: Some(a.into()),
+        }
+    }
+    fn run(cs: &[Contact]) -> Expected {
+        expect(cs, &Faults::default(), &P, None)
+    }
+
+    #[test]
+    fn regular_pinger_gets_only_registered() {
+        let mut cs = vec![reg(0, "A")];
+        cs.extend((1..30).map(|i| ping(i * 2000)));
+        assert_eq!(run(&cs).must, vec![Registered]);
+    }
+
+    #[test]
+    fn silences_of_each_length() {
+        // short: nothing; mid: notice + resumed; long: notice + dereg, then the ping is an
+        // unregistered contact; a registration after that registers again.
+        let cs = [
+            reg(0, "A"),
+            ping(3000),
+            ping(12_000),
+            ping(30_000),
+            ping(31_000),
+            reg(32_000, "A"),
+        ];
+        let e = run(&cs);
+        assert_eq!(
+            e.must,
+            vec![
+                Registered,
+                SilenceNotice,
+                Resumed,
+                SilenceNotice,
+                Deregistered,
+                UnregisteredContact,
+                Registered
+            ]
+        );
+        assert!(e.ambiguous.is_none());
+    }
+
+    #[test]
+    fn re_registration_after_deregistration_and_address_changes() {
+        let cs = [
+            reg(0, "A"),
+            reg(1000, "A"),
+            reg(2000, "B"),
+            reg(20_000, "B"),
+            ping(21_000),
+            reg(30_000, "C"),
+        ];
+        // 2000 → 20000 is 18 s: notice + dereg; the registration registers again (no
+        // unregistered_contact); 21000 → 30000 is 9 s: notice, resumed, then the new address.
+        assert_eq!(
+            run(&cs).must,
+            vec![
+                Registered,
+                AddressChanged,
+                SilenceNotice,
+                Deregistered,
+                Registered,
+                SilenceNotice,
+                Resumed,
+                AddressChanged
+            ]
+        );
+    }
+
+    #[test]
+    fn unregistered_contact_once_until_registered() {
+        let cs = [
+            ping(0),
+            ping(1000),
+            ping(50_000),
+            reg(51_000, "A"),
+            ping(52_000),
+        ];
+        assert_eq!(run(&cs).must, vec![UnregisteredContact, Registered]);
+    }
+
+    #[test]
+    fn silence_near_a_threshold_is_ambiguous() {
+        let cs = [
+            reg(0, "A"),
+            Contact {
+                lo: 5000,
+                hi: 7000,
+                address: None,
+            },
+        ];
+        let e = run(&cs);
+        assert!(e.ambiguous.is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn certain_outage_is_excluded_and_possible_outage_makes_it_ambiguous() {
+        // Pinging every 2 s, but the platform was down 10 s..30 s (immediate refusals).
+        let cs = [
+            reg(0, "A"),
+            ping(4000),
+            ping(9000),
+            ping(31_000),
+            ping(33_000),
+        ];
+        let failures: Vec<Failure> = (0..=200)
+            .map(|i| Failure {
+                sent: 10_000 + i * 100,
+                failed: 10_000 + i * 100 + 1,
+                immediate: true,
+            })
+            .collect();
+        let f = Faults::from_failures(&failures, 1000, 250);
+        assert_eq!(f.certain.len(), 1);
+        let e = expect(&cs, &f, &P, None);
+        assert_eq!(e.must, vec![Registered]);
+        assert!(e.ambiguous.is_none(), "{e:?}");
+        // Without the outage knowledge the same contacts mean notice + deregistration.
+        assert_eq!(
+            run(&cs).must,
+            vec![Registered, SilenceNotice, Deregistered, UnregisteredContact]
+        );
+        // With only slow failures (timeouts) nothing is certain: ambiguous.
+        let slow: Vec<Failure> = failures
+            .iter()
+            .map(|x| Failure {
+                immediate: false,
+                ..*x
+            })
+            .collect();
+        let e = expect(&cs, &Faults::from_failures(&slow, 1000, 250), &P, None);
+        assert!(e.ambiguous.is_some());
+    }
+
+    #[test]
+    fn the_last_silence_depends_on_the_horizon() {
+        let cs = [reg(0, "A")];
+        let at = |must, may| expect(&cs, &Faults::default(), &P, Some(Horizon { must, may }));
+        assert_eq!(
+            at(1000, 3000),
+            Expected::default().with_must(vec![Registered])
+        );
+        let e = at(4000, 7000);
+        assert_eq!(
+            (e.must.clone(), e.may.clone()),
+            (vec![Registered], vec![SilenceNotice])
+        );
+        assert!(e.accepts(&[Registered]) && e.accepts(&[Registered, SilenceNotice]));
+        assert!(!e.accepts(&[Registered, SilenceNotice, Deregistered]));
+        let e = at(8000, 13_000);
+        assert_eq!(
+            (e.must.clone(), e.may.clone()),
+            (vec![Registered, SilenceNotice], vec![Deregistered])
+        );
+        let e = at(20_000, 23_000);
+        assert_eq!(e.must, vec![Registered, SilenceNotice, Deregistered]);
+        assert!(!e.accepts(&[Registered, SilenceNotice]));
+        assert!(!e.accepts(&[Registered, SilenceNotice, Deregistered, Deregistered]));
+    }
+
+    #[test]
+    fn accepts_is_exact() {
+        let e = Expected {
+            must: vec![Registered],
+            may: vec![SilenceNotice, Deregistered],
+            ambiguous: None,
+        };
+        assert!(e.accepts(&[Registered, SilenceNotice, Deregistered]));
+        assert!(!e.accepts(&[Registered, Deregistered]));
+        assert!(!e.accepts(&[]));
+        assert!(!e.accepts(&[Registered, Registered]));
+    }
+
+    impl Expected {
+        fn with_must(mut self, m: Vec<EventKind>) -> Self {
+            self.must = m;
+            self
+        }
+    }
+}
