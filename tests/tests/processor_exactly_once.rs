@@ -163,6 +163,23 @@ async fn committed_events(stack: &Stack) -> anyhow::Result<BTreeMap<String, usiz
     })))
 }
 
+/// Waits until the processor group committed the whole contacts topic, then requires the
+/// committed events to equal `want` exactly.
+async fn caught_up_and_equal(
+    stack: &Stack,
+    want: &BTreeMap<String, usize>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    e2e::wait_group_caught_up(
+        &format!("{}-processor", stack.name),
+        &stack.contacts_topic,
+        timeout,
+    )
+    .await?;
+    assert_same(want, &committed_events(stack).await?);
+    Ok(())
+}
+
 fn assert_same(want: &BTreeMap<String, usize>, got: &BTreeMap<String, usize>) {
     let missing: Vec<_> = want
         .iter()
@@ -215,14 +232,7 @@ async fn kill_dash_nine_twenty_times_loses_and_duplicates_nothing() -> anyhow::R
     }
     assert!(kills >= 20, "only {kills} kills");
     stack.wait_ready(&url, Duration::from_secs(60)).await?;
-    e2e::wait_group_caught_up(
-        &format!("{}-processor", stack.name),
-        &stack.contacts_topic,
-        Duration::from_secs(180),
-    )
-    .await?;
-    let got = committed_events(&stack).await?;
-    assert_same(&want, &got);
+    caught_up_and_equal(&stack, &want, Duration::from_secs(180)).await?;
     Ok(())
 }
 
@@ -246,14 +256,7 @@ async fn scaling_out_and_in_mid_stream_keeps_events_exact() -> anyhow::Result<()
             stack.kill(Service::Processor, 1);
         }
     }
-    e2e::wait_group_caught_up(
-        &format!("{}-processor", stack.name),
-        &stack.contacts_topic,
-        Duration::from_secs(180),
-    )
-    .await?;
-    let got = committed_events(&stack).await?;
-    assert_same(&want, &got);
+    caught_up_and_equal(&stack, &want, Duration::from_secs(180)).await?;
     stack.check_alive()?;
     Ok(())
 }
