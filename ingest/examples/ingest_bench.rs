@@ -63,6 +63,7 @@ struct Stats {
     lat_us: Vec<u32>,
     ok_pings: u64,
     errors: u64,
+    last_error: Option<String>,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -89,33 +90,182 @@ fn body(batch: usize) -> bytes::Bytes {
     format!(r#"{{"pings":[{}]}}"#, pings.join(",")).into()
 }
 
+/// The load generator's requests, built once: one HTTP/1.1 head per signed token and one body.
+///
+/// The generator is a minimal HTTP/1.1 keep-alive client over plain TCP (one connection per
+/// worker, request written with one syscall) so that it takes as little as possible of the
+/// CPU it shares with ingest: every request is still a real `POST /v1/pings` with a real
+/// bearer token, and every response is read in full and checked (status 202 and
+/// `{"accepted": batch}`).
+struct Requests {
+    addr: String,
+    heads: Vec<Vec<u8>>,
+    body: bytes::Bytes,
+}
+
+impl Requests {
+    fn new(url: &str, tokens: &[String], body: bytes::Bytes) -> Requests {
+        let addr = url
+            .strip_prefix("http://")
+            .expect("the load generator speaks plain http")
+            .trim_end_matches('/')
+            .to_string();
+        let heads = tokens
+            .iter()
+            .map(|t| {
+                format!(
+                    "POST /v1/pings HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {t}\r\n\
+                     content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes()
+            })
+            .collect();
+        Requests { addr, heads, body }
+    }
+}
+
+/// Why one request did not get its 202.
+#[derive(Debug)]
+enum ReqError {
+    Io(std::io::Error),
+    Status(u16),
+    Protocol(&'static str),
+}
+
+impl std::fmt::Display for ReqError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReqError::Io(e) => write!(f, "io: {e}"),
+            ReqError::Status(s) => write!(f, "status {s}"),
+            ReqError::Protocol(p) => write!(f, "protocol: {p}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for ReqError {
+    fn from(e: std::io::Error) -> Self {
+        ReqError::Io(e)
+    }
+}
+
+/// One keep-alive connection of the load generator.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    out: Vec<u8>,
+    inb: Vec<u8>,
+}
+
+impl Conn {
+    async fn connect(addr: &str) -> std::io::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            out: Vec::with_capacity(16 * 1024),
+            inb: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Posts one request and reads its whole response; `Ok(keep_alive)` on a 202 whose body
+    /// is `{"accepted": batch}`.
+    async fn post(&mut self, head: &[u8], body: &[u8], batch: usize) -> Result<bool, ReqError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.out.clear();
+        self.out.extend_from_slice(head);
+        self.out.extend_from_slice(body);
+        self.stream.write_all(&self.out).await?;
+        self.inb.clear();
+        let (head_len, status, content_length, keep_alive) = loop {
+            if let Some(h) = parse_response_head(&self.inb)? {
+                break h;
+            }
+            if self.inb.len() > 64 * 1024 {
+                return Err(ReqError::Protocol("response head too large"));
+            }
+            self.inb.reserve(4096);
+            if self.stream.read_buf(&mut self.inb).await? == 0 {
+                return Err(ReqError::Protocol("connection closed"));
+            }
+        };
+        let total = head_len + content_length;
+        while self.inb.len() < total {
+            self.inb.reserve(total - self.inb.len());
+            if self.stream.read_buf(&mut self.inb).await? == 0 {
+                return Err(ReqError::Protocol("connection closed in body"));
+            }
+        }
+        if self.inb.len() != total {
+            return Err(ReqError::Protocol("unexpected bytes after the response"));
+        }
+        if status != 202 {
+            return Err(ReqError::Status(status));
+        }
+        #[derive(serde::Deserialize)]
+        struct Accepted {
+            accepted: usize,
+        }
+        match serde_json::from_slice::<Accepted>(&self.inb[head_len..]) {
+            Ok(a) if a.accepted == batch => Ok(keep_alive),
+            _ => Err(ReqError::Protocol("202 without the right `accepted` count")),
+        }
+    }
+}
+
+/// Parses a response head once complete: `(head length, status, content length, keep-alive)`.
+fn parse_response_head(buf: &[u8]) -> Result<Option<(usize, u16, usize, bool)>, ReqError> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| ReqError::Protocol("head"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or(ReqError::Protocol("status line"))?;
+    let mut content_length = None;
+    let mut keep_alive = true;
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(ReqError::Protocol("header line"))?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| ReqError::Protocol("content-length"))?,
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(ReqError::Protocol("chunked responses are not expected"));
+        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+            keep_alive = false;
+        }
+    }
+    let content_length = content_length.ok_or(ReqError::Protocol("no content-length"))?;
+    Ok(Some((end + 4, status, content_length, keep_alive)))
+}
+
 /// Closed loop: `concurrency` workers post back to back until `deadline`; or, with
 /// `interval`, each worker posts once per interval (a fixed arrival rate).
 async fn load(
-    url: &str,
-    tokens: Arc<Vec<reqwest::header::HeaderValue>>,
-    body: bytes::Bytes,
+    reqs: Arc<Requests>,
     batch: usize,
     concurrency: usize,
     dur: Duration,
     interval: Option<Duration>,
 ) -> Stats {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .tcp_nodelay(true)
-        .build()
-        .unwrap();
     let next = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + dur;
     let mut tasks = Vec::new();
     for w in 0..concurrency {
-        let client = client.clone();
-        let tokens = tokens.clone();
-        let body = body.clone();
+        let reqs = reqs.clone();
         let next = next.clone();
-        let url = format!("{url}/v1/pings");
         tasks.push(tokio::spawn(async move {
             let mut s = Stats::default();
+            let mut conn: Option<Conn> = None;
             let mut ticker = interval.map(|i| {
                 let start = tokio::time::Instant::now() + i.mul_f64(w as f64 / concurrency as f64);
                 let mut t = tokio::time::interval_at(start, i);
@@ -130,29 +280,37 @@ async fn load(
                     }
                 }
                 let n = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let token = &tokens[n % tokens.len()];
+                let head = &reqs.heads[n % reqs.heads.len()];
                 let t0 = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("authorization", token.clone())
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await;
-                let ok = match r {
-                    Ok(r) => {
-                        let st = r.status();
-                        let _ = r.bytes().await;
-                        st == 202
+                if conn.is_none() {
+                    match Conn::connect(&reqs.addr).await {
+                        Ok(c) => conn = Some(c),
+                        Err(e) => {
+                            s.lat_us.push(elapsed_us(t0));
+                            s.errors += 1;
+                            s.last_error = Some(format!("connect: {e}"));
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
                     }
-                    Err(_) => false,
-                };
-                s.lat_us
-                    .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                if ok {
-                    s.ok_pings += batch as u64;
-                } else {
-                    s.errors += 1;
+                }
+                let c = conn.as_mut().expect("connected");
+                let r = c.post(head, &reqs.body, batch).await;
+                s.lat_us.push(elapsed_us(t0));
+                match r {
+                    Ok(true) => s.ok_pings += batch as u64,
+                    Ok(false) => {
+                        s.ok_pings += batch as u64;
+                        conn = None;
+                    }
+                    Err(e) => {
+                        s.errors += 1;
+                        s.last_error = Some(e.to_string());
+                        // Status errors leave the connection usable; anything else drops it.
+                        if !matches!(e, ReqError::Status(_)) {
+                            conn = None;
+                        }
+                    }
                 }
             }
             s
@@ -164,9 +322,14 @@ async fn load(
         all.lat_us.extend(s.lat_us);
         all.ok_pings += s.ok_pings;
         all.errors += s.errors;
+        all.last_error = all.last_error.or(s.last_error);
     }
     all.lat_us.sort_unstable();
     all
+}
+
+fn elapsed_us(t0: Instant) -> u32 {
+    t0.elapsed().as_micros().min(u32::MAX as u128) as u32
 }
 
 /// The floor: the same serialized records through a bare producer with ingest's settings.
@@ -251,6 +414,7 @@ fn main() {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("bench-load")
         .enable_all()
         .build()
         .unwrap();
@@ -286,6 +450,7 @@ async fn async_main(args: Args) {
             let handle = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
+                    .thread_name("ingest-server")
                     .enable_all()
                     .build()
                     .unwrap();
@@ -315,28 +480,23 @@ async fn async_main(args: Args) {
     }
 
     let exp = common::record::now_millis() / 1000 + 3600;
-    let tokens: Arc<Vec<reqwest::header::HeaderValue>> = Arc::new(
-        (0..args.devices)
-            .map(|i| {
-                let t = ingest::auth::testing::hs256(
-                    &args.secret,
-                    &serde_json::json!({
-                        "sub": format!("bench-person-{i}"),
-                        "device_id": format!("bench-device-{i}"),
-                        "exp": exp,
-                    }),
-                );
-                reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).unwrap()
-            })
-            .collect(),
-    );
-    let body = body(args.batch);
+    let tokens: Vec<String> = (0..args.devices)
+        .map(|i| {
+            ingest::auth::testing::hs256(
+                &args.secret,
+                &serde_json::json!({
+                    "sub": format!("bench-person-{i}"),
+                    "device_id": format!("bench-device-{i}"),
+                    "exp": exp,
+                }),
+            )
+        })
+        .collect();
+    let reqs = Arc::new(Requests::new(&url, &tokens, body(args.batch)));
 
     // Warm-up.
     let _ = load(
-        &url,
-        tokens.clone(),
-        body.clone(),
+        reqs.clone(),
         args.batch,
         args.concurrency,
         Duration::from_secs(2),
@@ -346,9 +506,7 @@ async fn async_main(args: Args) {
 
     let t0 = Instant::now();
     let full = load(
-        &url,
-        tokens.clone(),
-        body.clone(),
+        reqs.clone(),
         args.batch,
         args.concurrency,
         args.duration,
@@ -368,9 +526,7 @@ async fn async_main(args: Args) {
         let req_rate = pps / 2.0 / args.batch as f64;
         let interval = Duration::from_secs_f64(args.concurrency as f64 / req_rate);
         let s = load(
-            &url,
-            tokens.clone(),
-            body.clone(),
+            reqs.clone(),
             args.batch,
             args.concurrency,
             args.duration.min(Duration::from_secs(15)),
@@ -392,6 +548,7 @@ async fn async_main(args: Args) {
         "p50_ms": percentile(&full.lat_us, 0.50),
         "p99_ms": percentile(&full.lat_us, 0.99),
         "errors": full.errors + half.as_ref().map_or(0, |h| h.errors),
+        "last_error": full.last_error.as_ref().or(half.as_ref().and_then(|h| h.last_error.as_ref())),
         "requests": full.lat_us.len(),
         "bare_producer_pings_per_sec": bare.round(),
         "ratio_to_bare": (pps / bare * 100.0).round() / 100.0,
