@@ -8,6 +8,13 @@ use common::config::AuthConfig;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+
+/// Most verified tokens remembered (a device reuses its token for every request).
+pub const MAX_CACHED_TOKENS: usize = 100_000;
+const CACHE_SHARDS: usize = 64;
 
 /// Who is speaking, from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +48,89 @@ struct Claims {
     sub: Option<serde_json::Value>,
     #[serde(default)]
     device_id: Option<serde_json::Value>,
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
+    #[serde(default)]
+    nbf: Option<serde_json::Value>,
+}
+
+/// A token that passed full verification, and the time window in which it stays valid.
+#[derive(Debug, Clone)]
+struct Verified {
+    id: Identity,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+impl Verified {
+    /// The same time checks as `jsonwebtoken` (with `leeway`) at `now` (epoch seconds).
+    fn is_current(&self, now: u64, leeway: u64) -> bool {
+        self.exp >= now.saturating_sub(leeway) && self.nbf.is_none_or(|nbf| nbf <= now + leeway)
+    }
+}
+
+/// Tokens already verified, keyed by the exact token string (a bounded cache).
+///
+/// Signature, algorithm and claims of a token never change, and the keys are fixed for the
+/// life of the process, so a token that passed full verification only needs its time window
+/// checked again; anything not in the cache, or no longer inside its window, goes through full
+/// verification (which also produces the precise error).
+#[derive(Debug)]
+struct TokenCache {
+    hasher: RandomState,
+    max_per_shard: usize,
+    shards: Vec<Mutex<HashMap<Box<str>, Verified>>>,
+}
+
+impl TokenCache {
+    fn new(max_entries: usize) -> TokenCache {
+        TokenCache {
+            hasher: RandomState::new(),
+            max_per_shard: max_entries / CACHE_SHARDS,
+            shards: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Verified>> {
+        &self.shards[(self.hasher.hash_one(token) as usize) % CACHE_SHARDS]
+    }
+
+    fn get(&self, token: &str, now: u64, leeway: u64) -> Option<Identity> {
+        let map = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
+        map.get(token)
+            .filter(|v| v.is_current(now, leeway))
+            .map(|v| v.id.clone())
+    }
+
+    fn insert(&self, token: &str, v: Verified, now: u64, leeway: u64) {
+        if self.max_per_shard == 0 {
+            return;
+        }
+        let mut map = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.max_per_shard && !map.contains_key(token) {
+            map.retain(|_, v| v.is_current(now, leeway));
+            if map.len() >= self.max_per_shard {
+                map.clear();
+            }
+        }
+        map.insert(token.into(), v);
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
 }
 
 /// Verifies tokens against the configured keys.
 pub struct Verifier {
     keys: Vec<(Algorithm, DecodingKey, Validation)>,
+    leeway: u64,
+    cache: TokenCache,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -96,7 +181,16 @@ impl Verifier {
         if keys.is_empty() {
             return Err(KeyError::None);
         }
-        Ok(Verifier { keys })
+        Ok(Verifier {
+            keys,
+            leeway,
+            cache: TokenCache::new(MAX_CACHED_TOKENS),
+        })
+    }
+
+    /// Tokens currently remembered as verified.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
     }
 
     /// Verifies the value of an `Authorization` header.
@@ -111,8 +205,28 @@ impl Verifier {
         self.verify(token)
     }
 
-    /// Verifies a compact JWT.
+    /// Verifies a compact JWT: signature, algorithm, `exp`, `nbf` and the identity claims.
+    /// A token seen before is only checked against its `exp` and `nbf` again.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(id) = self.cache.get(token, now, self.leeway) {
+            return Ok(id);
+        }
+        let (id, exp, nbf) = self.verify_fully(token)?;
+        if let Some(exp) = exp {
+            let v = Verified {
+                id: id.clone(),
+                exp,
+                nbf,
+            };
+            self.cache.insert(token, v, now, self.leeway);
+        }
+        Ok(id)
+    }
+
+    /// Full verification, without the cache; also returns `exp` and `nbf`.
+    #[allow(clippy::type_complexity)]
+    fn verify_fully(&self, token: &str) -> Result<(Identity, Option<u64>, Option<u64>), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // `none` and unknown algorithms fail to parse as an Algorithm.
             ErrorKind::Json(_) if token_alg_is(token, "none") => {
@@ -156,10 +270,18 @@ impl Verifier {
                 "claim `{name}` must be a non-empty string of at most 256 bytes without control characters"
             ))),
         };
-        Ok(Identity {
+        let id = Identity {
             person_id: claim(data.claims.sub, "sub")?,
             device_id: claim(data.claims.device_id, "device_id")?,
-        })
+        };
+        // `exp` is required and was validated as an integer; a token whose times are not
+        // plain integers is simply not cached.
+        let exp = data.claims.exp.as_ref().and_then(serde_json::Value::as_u64);
+        let nbf = match &data.claims.nbf {
+            None | Some(serde_json::Value::Null) => Some(None),
+            Some(v) => v.as_u64().map(Some),
+        };
+        Ok((id, nbf.and(exp), nbf.flatten()))
     }
 }
 
@@ -253,6 +375,67 @@ mod tests {
 
     fn err(v: &Verifier, token: &str) -> String {
         v.verify(token).unwrap_err().0
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_within_their_time_window() {
+        let v = Verifier::from_config(&cfg(SECRET, "")).unwrap();
+        let exp = now() + 60;
+        let ok = testing::hs256(SECRET, &json!({"sub":"p1","device_id":"d1","exp":exp}));
+        let id = v.verify(&ok).unwrap();
+        assert_eq!(v.cached_tokens(), 1);
+        assert_eq!(v.verify(&ok).unwrap(), id);
+        assert_eq!(v.cached_tokens(), 1);
+        // The cached entry honours `exp` with the same leeway (30 s) as full verification.
+        let exp = exp as u64;
+        assert_eq!(v.cache.get(&ok, exp + 30, 30), Some(id.clone()));
+        assert_eq!(v.cache.get(&ok, exp + 31, 30), None);
+        // ...and `nbf`.
+        let nbf = now() as u64 + 20;
+        let t = testing::hs256(
+            SECRET,
+            &json!({"sub":"p2","device_id":"d2","exp":now()+60,"nbf":nbf}),
+        );
+        assert!(v.verify(&t).is_ok());
+        assert!(v.cache.get(&t, nbf - 30, 30).is_some());
+        assert!(v.cache.get(&t, nbf - 31, 30).is_none());
+        // A token differing from a cached one in any byte is verified in full.
+        let mut parts: Vec<String> = ok.split('.').map(String::from).collect();
+        let sig = parts[2].clone();
+        parts[2] = format!(
+            "{}{}",
+            if sig.starts_with('A') { "B" } else { "A" },
+            &sig[1..]
+        );
+        assert_eq!(err(&v, &parts.join(".")), "bad signature");
+        assert_eq!(err(&v, &format!("{ok} ")), "malformed token");
+        // Rejected tokens are never cached.
+        let expired = testing::hs256(
+            SECRET,
+            &json!({"sub":"p3","device_id":"d3","exp":now()-100}),
+        );
+        assert_eq!(err(&v, &expired), "token expired");
+        assert_eq!(err(&v, &expired), "token expired");
+        assert_eq!(v.cached_tokens(), 2);
+    }
+
+    #[test]
+    fn token_cache_is_bounded() {
+        let c = TokenCache::new(CACHE_SHARDS * 4);
+        let id = Identity {
+            person_id: "p".into(),
+            device_id: "d".into(),
+        };
+        for i in 0..10_000 {
+            let v = Verified {
+                id: id.clone(),
+                exp: 2_000_000_000,
+                nbf: None,
+            };
+            c.insert(&format!("token-{i}"), v, 1_000_000_000, 30);
+        }
+        assert!(c.len() <= CACHE_SHARDS * 4, "{}", c.len());
+        assert!(c.get("token-9999", 1_000_000_000, 30).is_some());
     }
 
     #[test]
