@@ -198,6 +198,19 @@ impl IntoResponse for RequestError {
     }
 }
 
+/// `202 {"accepted": n}`.
+fn accepted_response(n: usize) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        format!(r#"{{"accepted":{n}}}"#),
+    )
+        .into_response()
+}
+
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     (
@@ -270,6 +283,38 @@ struct App {
     max_body: usize,
     kafka: Arc<Kafka>,
     metrics: Arc<Metrics>,
+    /// The metric children of the happy path, looked up once.
+    pings: RouteMetrics,
+    registrations: RouteMetrics,
+}
+
+/// Children of the per-route metrics for the common case (a 202), resolved at start-up so a
+/// request does not hash label values.
+struct RouteMetrics {
+    accepted: prometheus::IntCounter,
+    records: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+}
+
+impl RouteMetrics {
+    fn new(m: &Metrics, route: Route) -> RouteMetrics {
+        RouteMetrics {
+            accepted: m
+                .requests
+                .with_label_values(&[route.label(), StatusCode::ACCEPTED.as_str()]),
+            records: m.records.with_label_values(&[route.record_type()]),
+            duration: m.duration.with_label_values(&[route.label()]),
+        }
+    }
+}
+
+impl App {
+    fn route_metrics(&self, route: Route) -> &RouteMetrics {
+        match route {
+            Route::Pings => &self.pings,
+            Route::Registrations => &self.registrations,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -283,6 +328,14 @@ impl Route {
         match self {
             Route::Pings => "/v1/pings",
             Route::Registrations => "/v1/registrations",
+        }
+    }
+
+    /// Label of `lastseen_ingest_records_total`.
+    fn record_type(self) -> &'static str {
+        match self {
+            Route::Pings => "ping",
+            Route::Registrations => "registration",
         }
     }
 }
@@ -340,12 +393,12 @@ async fn handle(
     }
     let bytes = read_body(body, &headers, app.max_body).await?;
     let received_at = now_millis();
-    let (records, kind) = match route {
+    let records = match route {
         Route::Pings => {
             let pings = decode_pings(&bytes, &app.limits, received_at)?;
             let mut r = Records::with_capacity(pings.len());
             encode_pings(&id, &pings, received_at, &mut r);
-            (r, "ping")
+            r
         }
         Route::Registrations => {
             let reg = decode::decode_registration(&bytes)?;
@@ -359,7 +412,7 @@ async fn handle(
                 received_at,
             });
             r.push(&id.person_id, &rec);
-            (r, "registration")
+            r
         }
     };
     drop(bytes);
@@ -369,9 +422,8 @@ async fn handle(
             .with_label_values(&[e.reason()])
             .inc();
     })?;
-    app.metrics
+    app.route_metrics(route)
         .records
-        .with_label_values(&[kind])
         .inc_by(records.len() as u64);
     Ok(records.len())
 }
@@ -380,7 +432,10 @@ async fn endpoint(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -
     let started = Instant::now();
     let result = handle(&app, route, headers, body).await;
     let resp = match result {
-        Ok(n) => json_response(StatusCode::ACCEPTED, &serde_json::json!({ "accepted": n })),
+        Ok(n) => {
+            app.route_metrics(route).accepted.inc();
+            accepted_response(n)
+        }
         Err(e) => {
             app.metrics.rejected.with_label_values(&[e.reason()]).inc();
             if let RequestError::Unavailable(p) = &e {
@@ -392,16 +447,16 @@ async fn endpoint(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -
                     "request refused"
                 );
             }
-            e.into_response()
+            let resp = e.into_response();
+            app.metrics
+                .requests
+                .with_label_values(&[route.label(), resp.status().as_str()])
+                .inc();
+            resp
         }
     };
-    app.metrics
-        .requests
-        .with_label_values(&[route.label(), resp.status().as_str()])
-        .inc();
-    app.metrics
+    app.route_metrics(route)
         .duration
-        .with_label_values(&[route.label()])
         .observe(started.elapsed().as_secs_f64());
     resp
 }
@@ -454,6 +509,8 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let ready = Readiness::default();
     let app = Arc::new(App {
+        pings: RouteMetrics::new(&metrics, Route::Pings),
+        registrations: RouteMetrics::new(&metrics, Route::Registrations),
         verifier,
         limiter: RateLimiter::new(
             config.ingest.rate_limit_per_device,
