@@ -10,6 +10,7 @@
 
 pub mod ch;
 pub mod error;
+mod fastping;
 pub mod metrics;
 pub mod migrate;
 pub mod pipeline;

@@ -102,7 +102,26 @@ fn classify(e: &serde_json::Error) -> &'static str {
 }
 
 /// Decodes one payload from `source` at `partition`/`offset`.
+///
+/// Plainly written pings take a fast path ([`crate::fastping`]) that yields exactly what
+/// [`decode_full`] yields for them; everything else goes through [`decode_full`].
 pub fn decode(
+    source: Source,
+    payload: Option<&[u8]>,
+    partition: i32,
+    offset: i64,
+    coordinate_decimals: i32,
+) -> Result<Decoded, DecodeError> {
+    if let (Source::Contacts, Some(p)) = (source, payload) {
+        if let Some(row) = crate::fastping::ping(p, partition, offset, coordinate_decimals) {
+            return Ok(Decoded::Ping(row));
+        }
+    }
+    decode_full(source, payload, partition, offset, coordinate_decimals)
+}
+
+/// The full decoder: the `common::record` types through serde, for every record and error.
+pub fn decode_full(
     source: Source,
     payload: Option<&[u8]>,
     partition: i32,
