@@ -18,10 +18,11 @@ use crate::metrics::Metrics;
 use crate::rows::{Decoded, EventRow, PingRow, RegistrationRow, Source, decode};
 use common::config::{Config, SinkConfig};
 use common::record::{DeadLetter, now_millis};
+use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -31,6 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// Most records taken from librdkafka's queue per turn of the delivery loop.
+const DRAIN: usize = 1024;
 
 /// Consumer context: pauses newly assigned partitions while the sink is back-pressured, and
 /// turns librdkafka statistics into the lag gauge.
@@ -110,6 +114,18 @@ impl Batch {
         self.records += 1;
         self.bytes += bytes;
         self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// Empties the batch for reuse, keeping the row buffers' capacity (a new batch of 100k
+    /// rows would otherwise grow its vectors and fault their pages in again).
+    fn reset(&mut self) {
+        self.pings.clear();
+        self.registrations.clear();
+        self.events.clear();
+        self.offsets.clear();
+        self.records = 0;
+        self.bytes = 0;
+        self.started = None;
     }
 
     fn is_empty(&self) -> bool {
@@ -291,7 +307,14 @@ pub(crate) fn consumer_config(config: &Config) -> rdkafka::ClientConfig {
         .set("statistics.interval.ms", "5000")
         .set("fetch.max.bytes", "104857600")
         .set("max.partition.fetch.bytes", "16777216")
-        .set("queued.max.messages.kbytes", "65536");
+        .set("queued.max.messages.kbytes", "65536")
+        // A fetch for partitions that have nothing waits at most this long on the broker. The
+        // default (500 ms) also delays the first data after every assignment: the first fetch
+        // often carries only an empty partition and holds the others back for the full wait.
+        .set("fetch.wait.max.ms", "100")
+        // When the local queue is full (the sink waits for ClickHouse), fetching resumes this
+        // soon after it drains instead of after the default 1 s.
+        .set("fetch.queue.backoff.ms", "20");
     if !config.sink.instance_id.is_empty() {
         c.set("group.instance.id", &config.sink.instance_id);
     }
@@ -331,6 +354,7 @@ pub(crate) async fn deliver(
 
     let mut batch = Batch::default();
     let mut inflight: Option<JoinHandle<(Batch, bool)>> = None;
+    let mut spare: Option<Batch> = None;
     let mut committed: HashMap<(u8, i32), i64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -340,7 +364,7 @@ pub(crate) async fn deliver(
     loop {
         // Start a write when the current batch is due and nothing is in flight.
         if inflight.is_none() && (batch.due(&cfg) || (stopping && !batch.is_empty())) {
-            let b = std::mem::take(&mut batch);
+            let b = std::mem::replace(&mut batch, spare.take().unwrap_or_default());
             tracing::debug!(
                 records = b.records,
                 bytes = b.bytes,
@@ -378,9 +402,11 @@ pub(crate) async fn deliver(
             res = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
                 inflight = None;
                 match res {
-                    Ok((done, true)) => {
+                    Ok((mut done, true)) => {
                         tracing::debug!(records = done.records, "batch confirmed, committing");
                         commit(&consumer, &topics, &done, &mut committed);
+                        done.reset();
+                        spare = Some(done);
                     }
                     Ok((_, false)) => {
                         tracing::warn!("shutdown before ClickHouse confirmed the last batch; \
@@ -390,44 +416,37 @@ pub(crate) async fn deliver(
                     Err(e) => return Err(SinkError::Config(format!("writer task failed: {e}"))),
                 }
             }
-            msg = consumer.recv(), if read => match msg {
-                Ok(m) => {
-                    let source = if m.topic() == topics[0] { Source::Contacts } else { Source::Events };
-                    let (partition, offset) = (m.partition(), m.offset());
-                    let payload = m.payload();
-                    let bytes = payload.map_or(0, <[u8]>::len);
-                    match decode(source, payload, partition, offset, cfg.coordinate_decimals) {
-                        Ok(Decoded::Ping(r)) => batch.pings.push(r),
-                        Ok(Decoded::Registration(r)) => batch.registrations.push(r),
-                        Ok(Decoded::Event(r)) => batch.events.push(r),
-                        Ok(Decoded::Skip) => {}
-                        Err(e) => {
-                            let letter = DeadLetter {
-                                stage: "sink".into(),
-                                reason: format!("{}: {}", e.reason, e.detail),
-                                topic: m.topic().to_string(),
-                                partition,
-                                offset,
-                                payload: String::from_utf8_lossy(payload.unwrap_or_default()).into_owned(),
-                                at: now_millis(),
-                            };
-                            let key = m.key().map(<[u8]>::to_vec);
-                            if !dead_letter(&producer, &config.kafka.dead_letter_topic, key, &letter,
-                                            &cfg, &mut shutdown).await {
-                                // Shutdown before the dead letter was acknowledged: do not count
-                                // this offset; it will be read again.
+            msg = consumer.recv(), if read => {
+                // Take what librdkafka has already queued without going back through the
+                // select (bounded, so a finished write is noticed soon).
+                let mut next = Some(msg);
+                let mut taken = 0;
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Ok(m) => {
+                            if !accept(&m, &mut batch, &topics, &producer, config, &writer,
+                                       &mut shutdown).await {
+                                // Shutdown before a dead letter was acknowledged: that offset
+                                // is not counted; it will be read again.
                                 stopping = true;
-                                continue;
+                                break;
                             }
-                            writer.metrics.dead_letters.with_label_values(&[e.reason]).inc();
                         }
+                        Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
                     }
-                    batch.note(source, partition, offset, bytes);
+                    taken += 1;
+                    if taken < DRAIN && !batch.full(&cfg) {
+                        next = consumer.recv().now_or_never();
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "kafka consumer error");
+                if taken == DRAIN {
+                    // librdkafka's queue never makes this task wait while it has records, so
+                    // give the worker to the others: the write task just spawned sits in this
+                    // worker's LIFO slot, which other workers cannot steal, and would otherwise
+                    // start only when the next batch is full.
+                    tokio::task::yield_now().await;
                 }
-            },
+            }
             _ = tick.tick() => {
                 if inflight.is_none() && batch.is_empty() && last_health.elapsed() >= Duration::from_secs(2) {
                     last_health = Instant::now();
@@ -464,6 +483,70 @@ fn set_paused(consumer: &StreamConsumer<SinkContext>, flag: &AtomicBool, pause: 
         Ok(()) => tracing::debug!(pause, "partitions paused/resumed"),
         Err(e) => tracing::warn!(error = %e, pause, "cannot pause/resume partitions"),
     }
+}
+
+/// Decodes one record into `batch` (or dead-letters it) and notes its offset. Returns false
+/// only if shutdown came before a dead letter was acknowledged (the offset is then not noted).
+async fn accept(
+    m: &BorrowedMessage<'_>,
+    batch: &mut Batch,
+    topics: &[String; 2],
+    producer: &FutureProducer,
+    config: &Config,
+    writer: &Writer,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let source = if m.topic() == topics[0] {
+        Source::Contacts
+    } else {
+        Source::Events
+    };
+    let (partition, offset) = (m.partition(), m.offset());
+    let payload = m.payload();
+    let bytes = payload.map_or(0, <[u8]>::len);
+    match decode(
+        source,
+        payload,
+        partition,
+        offset,
+        config.sink.coordinate_decimals,
+    ) {
+        Ok(Decoded::Ping(r)) => batch.pings.push(r),
+        Ok(Decoded::Registration(r)) => batch.registrations.push(r),
+        Ok(Decoded::Event(r)) => batch.events.push(r),
+        Ok(Decoded::Skip) => {}
+        Err(e) => {
+            let letter = DeadLetter {
+                stage: "sink".into(),
+                reason: format!("{}: {}", e.reason, e.detail),
+                topic: m.topic().to_string(),
+                partition,
+                offset,
+                payload: String::from_utf8_lossy(payload.unwrap_or_default()).into_owned(),
+                at: now_millis(),
+            };
+            let key = m.key().map(<[u8]>::to_vec);
+            if !dead_letter(
+                producer,
+                &config.kafka.dead_letter_topic,
+                key,
+                &letter,
+                &config.sink,
+                shutdown,
+            )
+            .await
+            {
+                return false;
+            }
+            writer
+                .metrics
+                .dead_letters
+                .with_label_values(&[e.reason])
+                .inc();
+        }
+    }
+    batch.note(source, partition, offset, bytes);
+    true
 }
 
 /// Commits `done`'s offsets (last + 1) for partitions still assigned to us, only forward.
