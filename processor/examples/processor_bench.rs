@@ -131,7 +131,7 @@ async fn restore_bench(brokers: &str, persons: u64) -> serde_json::Value {
             &p,
             BaseRecord::to(&topic)
                 .partition(0)
-                .key(id.as_bytes())
+                .key(id)
                 .payload(snap.unwrap_or_default()),
         );
     });

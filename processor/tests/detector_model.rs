@@ -4,7 +4,7 @@
 
 use common::config::{ClockConfig, PolicyConfig};
 use common::record::{Contact, EventKind, Millis, PersonEvent, Ping, Registration, Tick, event_id};
-use processor::detector::{Detector, StateCounts};
+use processor::detector::{Detector, Input, StateCounts};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -353,6 +353,31 @@ proptest! {
             det.apply(c, &mut got);
         }
         prop_assert_eq!(got, golden);
+    }
+
+    #[test]
+    fn batch_apply_equals_one_by_one(
+        cfg in cfg_strategy(),
+        ops in ops_strategy(120),
+        chunk in 1usize..40,
+    ) {
+        let cs = contacts(&ops);
+        let mut one = cfg.detector();
+        let golden = run_all(&mut one, &cs);
+        let mut det = cfg.detector();
+        let mut got = Vec::new();
+        let inputs: Vec<Input<'_>> = cs.iter().map(Input::of).collect();
+        for group in inputs.chunks(chunk) {
+            det.apply_batch(group, &mut got);
+        }
+        prop_assert_eq!(got, golden);
+        prop_assert_eq!(det.counts(), one.counts());
+        prop_assert_eq!(det.persons(), one.persons());
+        let mut a = det.take_dirty();
+        let mut b = one.take_dirty();
+        a.sort();
+        b.sort();
+        prop_assert_eq!(a, b);
     }
 
     #[test]

@@ -38,6 +38,7 @@
 //! the latest snapshot of every person plus the clock continues exactly as if never stopped.
 
 mod error;
+mod index;
 mod person;
 mod wheel;
 
@@ -45,11 +46,77 @@ pub use error::DetectorError;
 
 use common::config::{ClockConfig, PolicyConfig};
 use common::record::{Contact, EventKind, Millis, PersonEvent, event_id};
-use hashbrown::HashTable;
+use index::Index;
 use person::{
     DEREGISTERED, DIRTY, IN_HEAP, IN_RING, NOTICED, PERSISTED, Person, REGISTERED, Slab, UNREG_SENT,
 };
 use wheel::{Wheel, deadline};
+
+/// One record as the detector needs it, borrowed from wherever it was decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input<'a> {
+    Ping {
+        person_id: &'a str,
+        received_at: Millis,
+    },
+    Registration {
+        person_id: &'a str,
+        address: &'a str,
+        received_at: Millis,
+    },
+    Tick {
+        received_at: Millis,
+    },
+}
+
+impl<'a> Input<'a> {
+    /// Borrows the fields of a decoded contact.
+    pub fn of(c: &'a Contact) -> Input<'a> {
+        match c {
+            Contact::Ping(p) => Input::Ping {
+                person_id: &p.person_id,
+                received_at: p.received_at,
+            },
+            Contact::Registration(r) => Input::Registration {
+                person_id: &r.person_id,
+                address: &r.address,
+                received_at: r.received_at,
+            },
+            Contact::Tick(t) => Input::Tick {
+                received_at: t.received_at,
+            },
+        }
+    }
+
+    fn person_id(&self) -> Option<&'a str> {
+        match *self {
+            Input::Ping { person_id, .. } | Input::Registration { person_id, .. } => {
+                Some(person_id)
+            }
+            Input::Tick { .. } => None,
+        }
+    }
+}
+
+/// Records per prefetch group in [`Detector::apply_batch`]: enough independent misses in
+/// flight to hide most of the memory latency, few enough that the prefetched lines are still
+/// in L1/L2 when used. (A software pipeline with a fixed distance between the stages was
+/// measured too and was slower.)
+const GROUP: usize = 16;
+
+/// Hints the CPU to bring the cache line holding `p` closer. Never dereferences `p`.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint; it does not fault or read memory in the Rust sense for
+    // any address, valid or not, and SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// Clock snapshot format version.
 const CLOCK_VERSION: u8 = 1;
@@ -95,13 +162,16 @@ pub struct Detector {
     stream: Millis,
     excluded: i64,
     slab: Slab,
-    index: HashTable<u32>,
+    index: Index,
     wheel: Wheel,
     dirty: Vec<u32>,
     /// Restored persons not yet placed in the wheel (needs the restored clock first).
     pending: Vec<u32>,
     counts: [u64; 4],
     batch: Vec<u32>,
+    /// Reused buffers of `apply_batch`.
+    scratch_hashes: Vec<u64>,
+    scratch_found: Vec<u32>,
 }
 
 #[inline]
@@ -143,31 +213,108 @@ impl Detector {
             stream: 0,
             excluded: 0,
             slab: Slab::default(),
-            index: HashTable::new(),
+            index: Index::default(),
             wheel: Wheel::new(notice, dereg),
             dirty: Vec::new(),
             pending: Vec::new(),
             counts: [0; 4],
             batch: Vec::new(),
+            scratch_hashes: Vec::new(),
+            scratch_found: Vec::new(),
         })
     }
 
     /// Applies one record of the partition, appending the events it causes to `out`: first the
     /// deadlines that the advanced clock reached, then the record's own transitions.
     pub fn apply(&mut self, c: &Contact, out: &mut Vec<PersonEvent>) {
-        match c {
-            Contact::Ping(p) => self.apply_ping(&p.person_id, p.received_at, out),
-            Contact::Registration(r) => {
-                self.apply_registration(&r.person_id, &r.address, r.received_at, out)
+        self.apply_one(Input::of(c), None, out);
+    }
+
+    /// Applies records in order, exactly as the same sequence of [`Detector::apply`] calls
+    /// would (same events, same state), but faster at millions of persons: each group of
+    /// records has its index slots, then its person states, then its id blocks prefetched,
+    /// stage by stage, before any of them is applied, so the dependent cache misses of
+    /// different records overlap instead of queueing one after another. Prefetches are only
+    /// hints: a person inserted earlier in the group or a table that grew makes one useless,
+    /// never wrong.
+    // The stages index three parallel arrays by record position; indices read clearest.
+    #[allow(clippy::needless_range_loop)]
+    pub fn apply_batch(&mut self, records: &[Input<'_>], out: &mut Vec<PersonEvent>) {
+        let n = records.len();
+        let mut hashes = std::mem::take(&mut self.scratch_hashes);
+        let mut found = std::mem::take(&mut self.scratch_found);
+        hashes.clear();
+        hashes.extend(
+            records
+                .iter()
+                .map(|r| r.person_id().map_or(0, |id| hash(id.as_bytes()))),
+        );
+        found.clear();
+        found.resize(n, u32::MAX);
+        let is_person = |j: usize| records[j].person_id().is_some();
+        for g in (0..n).step_by(GROUP) {
+            let e = (g + GROUP).min(n);
+            for j in g..e {
+                if is_person(j) {
+                    self.index.prefetch(hashes[j]);
+                }
             }
-            Contact::Tick(t) => self.apply_tick(t.received_at, out),
+            for k in g..e {
+                if is_person(k)
+                    && let Some(idx) = self.index.candidate(hashes[k])
+                {
+                    found[k] = idx;
+                    let p: *const Person = self.slab.get(idx);
+                    prefetch(p);
+                    // A 40-byte state may straddle two cache lines.
+                    prefetch(p.cast::<u8>().wrapping_add(39));
+                }
+            }
+            for l in g..e {
+                if found[l] != u32::MAX {
+                    prefetch(self.slab.get(found[l]).key_ptr());
+                }
+            }
+            for a in g..e {
+                let h = is_person(a).then(|| hashes[a]);
+                self.apply_one(records[a], h, out);
+            }
+        }
+        self.scratch_hashes = hashes;
+        self.scratch_found = found;
+    }
+
+    #[inline]
+    fn apply_one(&mut self, r: Input<'_>, h: Option<u64>, out: &mut Vec<PersonEvent>) {
+        match r {
+            Input::Ping {
+                person_id,
+                received_at,
+            } => {
+                self.advance(received_at, out);
+                let h = h.unwrap_or_else(|| hash(person_id.as_bytes()));
+                self.contact(person_id, h, None, out);
+            }
+            Input::Registration {
+                person_id,
+                address,
+                received_at,
+            } => {
+                self.advance(received_at, out);
+                let h = h.unwrap_or_else(|| hash(person_id.as_bytes()));
+                self.contact(person_id, h, Some(address), out);
+            }
+            Input::Tick { received_at } => self.advance(received_at, out),
         }
     }
 
     /// [`Detector::apply`] for a ping, without needing a [`Contact`].
     pub fn apply_ping(&mut self, person_id: &str, received_at: Millis, out: &mut Vec<PersonEvent>) {
-        self.advance(received_at, out);
-        self.contact(person_id, None, out);
+        let r = Input::Ping {
+            person_id,
+            received_at,
+        };
+        self.apply_one(r, None, out);
     }
 
     /// [`Detector::apply`] for a registration, without needing a [`Contact`].
@@ -178,8 +325,12 @@ impl Detector {
         received_at: Millis,
         out: &mut Vec<PersonEvent>,
     ) {
-        self.advance(received_at, out);
-        self.contact(person_id, Some(address), out);
+        let r = Input::Registration {
+            person_id,
+            address,
+            received_at,
+        };
+        self.apply_one(r, None, out);
     }
 
     /// [`Detector::apply`] for a tick.
@@ -305,15 +456,19 @@ impl Detector {
         }
     }
 
-    fn contact(&mut self, id: &str, registration: Option<&str>, out: &mut Vec<PersonEvent>) {
+    fn contact(
+        &mut self,
+        id: &str,
+        h: u64,
+        registration: Option<&str>,
+        out: &mut Vec<PersonEvent>,
+    ) {
         let t = self.stream;
         let v = self.stream - self.excluded;
-        let h = hash(id.as_bytes());
         let slab = &self.slab;
         let found = self
             .index
-            .find(h, |&i| slab.get(i).id_bytes() == id.as_bytes())
-            .copied();
+            .find(h, |i| slab.get(i).id_bytes() == id.as_bytes());
         let Some(idx) = found else {
             let (flags, address, kind) = match registration {
                 Some(a) => (REGISTERED, a, EventKind::Registered),
@@ -322,7 +477,7 @@ impl Detector {
             let idx = self.slab.push(Person::new(id, address, t, v, flags));
             let slab = &self.slab;
             self.index
-                .insert_unique(h, idx, |&i| hash(slab.get(i).id_bytes()));
+                .insert_unique(h, idx, |i| hash(slab.get(i).id_bytes()));
             self.counts[category(flags)] += 1;
             self.emit(idx, kind, t, t, 0, registration.is_some(), out);
             if registration.is_some() {
@@ -439,24 +594,36 @@ impl Detector {
     /// (but deterministic) order.
     pub fn take_dirty(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
         let mut v = Vec::with_capacity(self.dirty.len());
-        self.drain_dirty(|id, bytes| v.push((id.to_owned(), bytes.map(<[u8]>::to_vec))));
+        self.drain_dirty(|id, bytes| {
+            let id = String::from_utf8_lossy(id).into_owned();
+            v.push((id, bytes.map(<[u8]>::to_vec)));
+        });
         v
     }
 
     /// Allocation-free form of [`Detector::take_dirty`]: calls `f(person_id, snapshot)` for
-    /// every person changed since the last call and clears the set.
-    pub fn drain_dirty(&mut self, mut f: impl FnMut(&str, Option<&[u8]>)) {
+    /// every person changed since the last call and clears the set. The id is given as the
+    /// UTF-8 bytes it was applied with (a changelog key needs nothing else).
+    pub fn drain_dirty(&mut self, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
         let mut buf = Vec::with_capacity(64);
         let mut dirty = std::mem::take(&mut self.dirty);
         // Slab order: neighbouring persons share cache lines and pages (2-3x faster drains
         // at millions of persons than change order).
         dirty.sort_unstable();
-        for &idx in &dirty {
+        for (k, &idx) in dirty.iter().enumerate() {
+            // Two stages ahead: the states (sparse in the slab) far ahead, then the id/address
+            // blocks (scattered over the heap) of states that have arrived by now.
+            if let Some(&far) = dirty.get(k + 16) {
+                prefetch::<Person>(self.slab.get(far));
+            }
+            if let Some(&near) = dirty.get(k + 8) {
+                prefetch(self.slab.get(near).key_ptr());
+            }
             let p = self.slab.get_mut(idx);
             p.set_flags(p.flags() & !DIRTY);
             buf.clear();
             p.encode(&mut buf);
-            f(p.id(), Some(&buf));
+            f(p.id_bytes(), Some(&buf));
         }
         dirty.clear();
         self.dirty = dirty;
@@ -470,11 +637,11 @@ impl Detector {
     /// The current snapshot of one person, if known.
     pub fn person_snapshot(&self, person_id: &str) -> Option<Vec<u8>> {
         let slab = &self.slab;
-        let idx = self.index.find(hash(person_id.as_bytes()), |&i| {
+        let idx = self.index.find(hash(person_id.as_bytes()), |i| {
             slab.get(i).id_bytes() == person_id.as_bytes()
         })?;
         let mut buf = Vec::new();
-        slab.get(*idx).encode(&mut buf);
+        slab.get(idx).encode(&mut buf);
         Some(buf)
     }
 
@@ -490,8 +657,7 @@ impl Detector {
         let slab = &self.slab;
         let found = self
             .index
-            .find(h, |&i| slab.get(i).id_bytes() == person_id.as_bytes())
-            .copied();
+            .find(h, |i| slab.get(i).id_bytes() == person_id.as_bytes());
         match found {
             Some(idx) => {
                 self.counts[category(self.slab.get(idx).flags())] -= 1;
@@ -501,7 +667,7 @@ impl Detector {
                 let idx = self.slab.push(p);
                 let slab = &self.slab;
                 self.index
-                    .insert_unique(h, idx, |&i| hash(slab.get(i).id_bytes()));
+                    .insert_unique(h, idx, |i| hash(slab.get(i).id_bytes()));
                 self.pending.push(idx);
             }
         }
@@ -568,5 +734,7 @@ impl Detector {
             + self.index.allocation_size()
             + self.wheel.heap_bytes()
             + (self.dirty.capacity() + self.pending.capacity() + self.batch.capacity()) * 4
+            + self.scratch_hashes.capacity() * 8
+            + self.scratch_found.capacity() * 4
     }
 }

@@ -88,6 +88,12 @@ impl Person {
         }
     }
 
+    /// Address of the id/address block (for prefetching).
+    #[inline]
+    pub fn key_ptr(&self) -> *const u8 {
+        self.key.as_ptr()
+    }
+
     #[inline]
     pub fn id_bytes(&self) -> &[u8] {
         let (start, len) = self.id_span();

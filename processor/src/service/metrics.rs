@@ -1,6 +1,7 @@
 //! Prometheus metrics of the processor service. No person or device ids as labels; the
 //! partition number is a bounded label.
 
+use common::record::{Contact, EventKind};
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -143,5 +144,40 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// The per-record counters of [`Metrics`], with their labels resolved once.
+#[derive(Debug, Clone)]
+pub struct HotCounters {
+    /// ping, registration, tick.
+    records: [IntCounter; 3],
+    /// By `EventKind::ALL` order.
+    events: [IntCounter; 6],
+}
+
+impl HotCounters {
+    pub fn new(m: &Metrics) -> HotCounters {
+        let r = |t: &str| m.records.with_label_values(&[t]);
+        let e = |k: EventKind| m.events.with_label_values(&[k.as_str()]);
+        HotCounters {
+            records: [r("ping"), r("registration"), r("tick")],
+            events: EventKind::ALL.map(e),
+        }
+    }
+
+    #[inline]
+    pub fn record(&self, c: &Contact) -> &IntCounter {
+        &self.records[match c {
+            Contact::Ping(_) => 0,
+            Contact::Registration(_) => 1,
+            Contact::Tick(_) => 2,
+        }]
+    }
+
+    #[inline]
+    pub fn event(&self, k: EventKind) -> &IntCounter {
+        let i = EventKind::ALL.iter().position(|x| *x == k).unwrap_or(0);
+        &self.events[i]
     }
 }
