@@ -474,6 +474,11 @@ ch_write_config() {
     <dictionaries_config>$CH_DIR/config/*_dictionary.xml</dictionaries_config>
     <max_table_size_to_drop>0</max_table_size_to_drop>
     <max_partition_size_to_drop>0</max_partition_size_to_drop>
+    <!-- librdkafka settings of the Kafka table engine (used only by sink_bench's comparison):
+         a new consumer group reads a topic from its start, as the sink does. -->
+    <kafka>
+        <auto_offset_reset>smallest</auto_offset_reset>
+    </kafka>
 </yandex>
 EOF
   # Users (all loopback only):
