@@ -15,4 +15,6 @@ pub mod record;
 pub mod telemetry;
 
 pub use config::Config;
-pub use record::{Contact, DeadLetter, EventKind, Millis, PersonEvent, Ping, Registration, Tick};
+pub use record::{
+    Contact, ContactRef, DeadLetter, EventKind, Millis, PersonEvent, Ping, Registration, Tick,
+};

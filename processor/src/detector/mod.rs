@@ -284,6 +284,11 @@ impl Detector {
         self.scratch_found = found;
     }
 
+    /// [`Detector::apply`] for a borrowed record.
+    pub fn apply_input(&mut self, r: Input<'_>, out: &mut Vec<PersonEvent>) {
+        self.apply_one(r, None, out);
+    }
+
     #[inline]
     fn apply_one(&mut self, r: Input<'_>, h: Option<u64>, out: &mut Vec<PersonEvent>) {
         match r {

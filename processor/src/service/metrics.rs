@@ -1,7 +1,7 @@
 //! Prometheus metrics of the processor service. No person or device ids as labels; the
 //! partition number is a bounded label.
 
-use common::record::{Contact, EventKind};
+use common::record::EventKind;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -150,8 +150,8 @@ impl Default for Metrics {
 /// The per-record counters of [`Metrics`], with their labels resolved once.
 #[derive(Debug, Clone)]
 pub struct HotCounters {
-    /// ping, registration, tick.
-    records: [IntCounter; 3],
+    /// Records by type: ping, registration, tick.
+    pub records: [IntCounter; 3],
     /// By `EventKind::ALL` order.
     events: [IntCounter; 6],
 }
@@ -164,15 +164,6 @@ impl HotCounters {
             records: [r("ping"), r("registration"), r("tick")],
             events: EventKind::ALL.map(e),
         }
-    }
-
-    #[inline]
-    pub fn record(&self, c: &Contact) -> &IntCounter {
-        &self.records[match c {
-            Contact::Ping(_) => 0,
-            Contact::Registration(_) => 1,
-            Contact::Tick(_) => 2,
-        }]
     }
 
     #[inline]
