@@ -287,7 +287,7 @@ fn tail_server_errors() -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .rev()
-        .find(|l| l.contains("Kafka") || l.contains("rdk") || l.contains("StorageKafka"))
+        .find(|l| l.contains("<Error>") && (l.contains("Kafka") || l.contains("rdk")))
         .map(|l| l.chars().take(300).collect())
         .unwrap_or_else(|| "no Kafka errors logged".into())
 }
