@@ -88,6 +88,12 @@ impl Person {
         }
     }
 
+    /// First byte of the id/address block (to bring it into cache).
+    #[inline]
+    pub fn key_first_byte(&self) -> u8 {
+        self.key.first().copied().unwrap_or(0)
+    }
+
     /// Address of the id/address block (for prefetching).
     #[inline]
     pub fn key_ptr(&self) -> *const u8 {
