@@ -322,8 +322,11 @@ kafka_start() {
       kafka_fail "kafka: storage format failed (see $KAFKA_DIR/logs/format.out)"
   fi
   log "kafka: starting broker+controller on $KAFKA_BOOTSTRAP (controller :$KAFKA_CONTROLLER_PORT)"
+  # setsid: its own session, so the broker outlives the shell (or agent) that started it
+  # and a signal to the caller's process group does not reach it. setsid execs in place
+  # (a background job is not a group leader), so $! is the broker's pid.
   # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS is a list of JVM flags
-  nohup java $KAFKA_HEAP_OPTS \
+  setsid nohup java $KAFKA_HEAP_OPTS \
     -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
     -XX:+ExplicitGCInvokesConcurrent -XX:CICompilerCount=2 -XX:ParallelGCThreads=2 \
     -XX:ConcGCThreads=1 -XX:MaxDirectMemorySize=256m -Djava.awt.headless=true \
@@ -561,7 +564,8 @@ ch_start() {
   ch_ensure_installed
   ch_write_config
   log "clickhouse: starting at $CH_URL (native :$CH_TCP_PORT)"
-  nohup clickhouse-server --config-file="$CH_DIR/config/config.xml" \
+  # setsid: see kafka_start.
+  setsid nohup clickhouse-server --config-file="$CH_DIR/config/config.xml" \
     >>"$CH_DIR/logs/server.out" 2>&1 </dev/null 9>&- &
   pid=$!
   echo "$pid" >"$(pid_file clickhouse)"
