@@ -9,17 +9,25 @@
 //! rdkafka producer writing the same serialized records to the same topic with the same
 //! settings (the floor), then replays half the achieved load at a fixed rate. Prints one JSON
 //! line: pings_per_sec, p50_ms, p99_ms, errors, bare_producer_pings_per_sec, half_load_p99_ms.
+//!
+//! The bare producer enqueues each batch of records the way ingest does (one
+//! `rd_kafka_produce_batch` call, payload not copied), so it stays a floor for ingest's own
+//! produce path; `--bare-per-record` measures it with one `send` per record instead.
 
 use clap::Parser;
 use common::Config;
 use ingest::auth::Identity;
 use ingest::decode::PingIn;
+use ingest::kafka::native::BatchProducer;
 use ingest::kafka::{Records, producer_config};
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -56,6 +64,9 @@ struct Args {
     /// Skip the half-load phase.
     #[arg(long)]
     no_half_load: bool,
+    /// Bare producer: one `send` per record (copied) instead of one batch call per request.
+    #[arg(long)]
+    bare_per_record: bool,
 }
 
 #[derive(Default)]
@@ -332,10 +343,25 @@ fn elapsed_us(t0: Instant) -> u32 {
     t0.elapsed().as_micros().min(u32::MAX as u128) as u32
 }
 
+/// The bare producer's delivery reports only release the records' bytes (like
+/// `DefaultProducerContext`, it does not look at the result; `flush` waits for all).
+struct BareCtx;
+
+impl ClientContext for BareCtx {}
+
+impl ProducerContext for BareCtx {
+    type DeliveryOpaque = Arc<Records>;
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Arc<Records>) {}
+}
+
 /// The floor: the same serialized records through a bare producer with ingest's settings.
-fn bare_producer(config: &Config, batch: usize, devices: usize, dur: Duration) -> f64 {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        producer_config(config).create().expect("producer");
+fn bare_producer(
+    config: &Config,
+    batch: usize,
+    devices: usize,
+    dur: Duration,
+    per_record: bool,
+) -> f64 {
     let now = common::record::now_millis();
     let pings: Vec<PingIn> = (0..batch)
         .map(|i| PingIn {
@@ -352,6 +378,49 @@ fn bare_producer(config: &Config, batch: usize, devices: usize, dur: Duration) -
         })
         .collect();
     let topic = &config.kafka.contacts_topic;
+    if !per_record {
+        let producer = BatchProducer::new(
+            producer_config(config)
+                .create_with_context(BareCtx)
+                .expect("producer"),
+            topic,
+        )
+        .expect("topic handle");
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut n = 0;
+        while start.elapsed() < dur {
+            let mut recs = Records::with_capacity(batch);
+            ingest::encode_pings(
+                &ids[n % ids.len()],
+                &pings,
+                common::record::now_millis(),
+                &mut recs,
+            );
+            n += 1;
+            let recs = Arc::new(recs);
+            let mut from = 0;
+            loop {
+                match producer.enqueue(&recs, from) {
+                    Ok(()) => break,
+                    // After a full queue every later record is refused too: retry from there.
+                    Err(e) if e.code == RDKafkaErrorCode::QueueFull => {
+                        from = e.first;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("bare produce: {e}"),
+                }
+            }
+            sent += recs.len() as u64;
+        }
+        producer
+            .producer()
+            .flush(Duration::from_secs(60))
+            .expect("flush");
+        return sent as f64 / start.elapsed().as_secs_f64();
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        producer_config(config).create().expect("producer");
     let start = Instant::now();
     let mut sent = 0u64;
     let mut recs = Records::with_capacity(batch);
@@ -516,10 +585,16 @@ async fn async_main(args: Args) {
     let pps = full.ok_pings as f64 / t0.elapsed().as_secs_f64();
 
     let cfg = config.clone();
-    let (batch, devices, dur) = (args.batch, args.devices, args.duration);
-    let bare = tokio::task::spawn_blocking(move || bare_producer(&cfg, batch, devices, dur))
-        .await
-        .unwrap();
+    let (batch, devices, dur, per_record) = (
+        args.batch,
+        args.devices,
+        args.duration,
+        args.bare_per_record,
+    );
+    let bare =
+        tokio::task::spawn_blocking(move || bare_producer(&cfg, batch, devices, dur, per_record))
+            .await
+            .unwrap();
 
     let mut half = None;
     if !args.no_half_load && pps > 0.0 {
@@ -551,6 +626,7 @@ async fn async_main(args: Args) {
         "last_error": full.last_error.as_ref().or(half.as_ref().and_then(|h| h.last_error.as_ref())),
         "requests": full.lat_us.len(),
         "bare_producer_pings_per_sec": bare.round(),
+        "bare_producer": if args.bare_per_record { "send per record" } else { "batch per request" },
         "ratio_to_bare": (pps / bare * 100.0).round() / 100.0,
         "half_load_pings_per_sec": half.as_ref().map(|h| (h.ok_pings as f64 / args.duration.min(Duration::from_secs(15)).as_secs_f64()).round()),
         "half_load_p50_ms": half.as_ref().map(|h| percentile(&h.lat_us, 0.50)),

@@ -1,13 +1,20 @@
 //! The Kafka side: an idempotent `acks=all` producer whose every record of a request is
 //! tracked to its acknowledgement, broker health, and the tick writer.
+//!
+//! A request's records are enqueued with one librdkafka call ([`native`]); the request's
+//! [`Batch`] owns their bytes until the last delivery report.
+
+#[allow(unsafe_code)]
+pub mod native;
 
 use crate::metrics::Metrics;
 use common::Config;
 use common::record::Tick;
+use native::{BatchProducer, NotEnqueued, RecordsOwner};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,22 +54,41 @@ impl ProduceError {
     }
 }
 
-/// Completion of one request's records: counts acknowledgements, keeps the first failure.
+/// Completion of one request's records: counts acknowledgements, keeps the first failure,
+/// and owns the records' bytes (librdkafka points at them until each delivery report).
 #[derive(Debug)]
 pub struct Batch {
     remaining: AtomicUsize,
     failed: Mutex<Option<KafkaError>>,
     done: AtomicBool,
     notify: Notify,
+    records: Records,
+}
+
+impl RecordsOwner for Batch {
+    fn records(&self) -> &Records {
+        &self.records
+    }
 }
 
 impl Batch {
+    /// A batch of `n` records sent with `send` (they are copied; nothing to own).
     fn new(n: usize) -> Arc<Batch> {
+        Batch::owning(n, Records::default())
+    }
+
+    /// A batch of `records`, which it owns until every delivery report dropped its clone.
+    fn of(records: Records) -> Arc<Batch> {
+        Batch::owning(records.len(), records)
+    }
+
+    fn owning(n: usize, records: Records) -> Arc<Batch> {
         Arc::new(Batch {
             remaining: AtomicUsize::new(n),
             failed: Mutex::new(None),
             done: AtomicBool::new(n == 0),
             notify: Notify::new(),
+            records,
         })
     }
 
@@ -210,7 +236,7 @@ impl Records {
 
 /// The ingest producer.
 pub struct Kafka {
-    producer: ThreadedProducer<Ctx>,
+    producer: BatchProducer<Ctx>,
     health: Arc<Health>,
     topic: String,
     produce_timeout: Duration,
@@ -227,10 +253,17 @@ impl std::fmt::Debug for Kafka {
 
 impl Kafka {
     pub fn new(config: &Config) -> Result<Kafka, KafkaError> {
+        Kafka::with_client_config(config, producer_config(config))
+    }
+
+    /// Like [`Kafka::new`] with other librdkafka settings (tests use a tiny queue).
+    pub fn with_client_config(config: &Config, client: ClientConfig) -> Result<Kafka, KafkaError> {
         let health = Arc::new(Health::default());
-        let producer = producer_config(config).create_with_context(Ctx {
+        let producer = client.create_with_context(Ctx {
             health: health.clone(),
         })?;
+        let producer = BatchProducer::new(producer, &config.kafka.contacts_topic)
+            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
         Ok(Kafka {
             producer,
             health,
@@ -246,25 +279,18 @@ impl Kafka {
     /// Enqueues every record and waits until Kafka acknowledged all of them.
     /// `Ok` means every record is durable; any error means the client must retry (some
     /// records may have been written: duplicates are fine, downstream deduplicates).
-    pub async fn send_all(&self, records: &Records) -> Result<(), ProduceError> {
+    pub async fn send_all(&self, records: Records) -> Result<(), ProduceError> {
         if !self.health.is_up() {
             return Err(ProduceError::Unreachable);
         }
-        let n = records.len();
-        let batch = Batch::new(n);
-        for i in 0..n {
-            let (key, payload) = records.get(i);
-            let rec = BaseRecord::with_opaque_to(&self.topic, batch.clone())
-                .key(key)
-                .payload(payload);
-            if let Err((e, _)) = self.producer.send(rec) {
-                // Records not enqueued will never be reported; the client retries all.
-                batch.complete(n - i, None);
-                return Err(match e.rdkafka_error_code() {
-                    Some(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
-                    _ => ProduceError::Kafka(e.to_string()),
-                });
-            }
+        let batch = Batch::of(records);
+        if let Err(NotEnqueued { failed, code, .. }) = self.producer.enqueue(&batch, 0) {
+            // Records not enqueued will never be reported; the client retries all.
+            batch.complete(failed, None);
+            return Err(match code {
+                RDKafkaErrorCode::QueueFull => ProduceError::QueueFull,
+                c => ProduceError::Kafka(c.to_string()),
+            });
         }
         let result = match tokio::time::timeout(self.produce_timeout, batch.wait()).await {
             Err(_) => Err(ProduceError::Timeout),
@@ -290,6 +316,7 @@ impl Kafka {
     pub fn probe(&self, timeout: Duration) -> Result<i32, String> {
         let md = self
             .producer
+            .producer()
             .client()
             .fetch_metadata(Some(&self.topic), timeout)
             .map_err(|e| format!("metadata: {e}"))?;
@@ -319,7 +346,7 @@ impl Kafka {
             let rec = BaseRecord::<[u8], [u8], _>::with_opaque_to(&self.topic, batch.clone())
                 .partition(p)
                 .payload(&payload[..]);
-            if let Err((e, _)) = self.producer.send(rec) {
+            if let Err((e, _)) = self.producer.producer().send(rec) {
                 batch.complete(n - p as usize, None);
                 return Err(match e.rdkafka_error_code() {
                     Some(RDKafkaErrorCode::QueueFull) => ProduceError::QueueFull,
@@ -332,7 +359,7 @@ impl Kafka {
 
     /// Waits up to `timeout` for every queued record to be delivered.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        self.producer.producer().flush(timeout)
     }
 }
 

@@ -416,16 +416,15 @@ async fn handle(
         }
     };
     drop(bytes);
-    app.kafka.send_all(&records).await.inspect_err(|e| {
+    let n = records.len();
+    app.kafka.send_all(records).await.inspect_err(|e| {
         app.metrics
             .produce_errors
             .with_label_values(&[e.reason()])
             .inc();
     })?;
-    app.route_metrics(route)
-        .records
-        .inc_by(records.len() as u64);
-    Ok(records.len())
+    app.route_metrics(route).records.inc_by(n as u64);
+    Ok(n)
 }
 
 async fn endpoint(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> Response {
