@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -466,19 +466,19 @@ fn router(app: Arc<App>, ready: Readiness) -> Router {
     Router::new()
         .route(
             "/v1/pings",
-            post(
-                |State(app): State<Arc<App>>, headers: HeaderMap, body: Body| {
-                    endpoint(app, Route::Pings, headers, body)
-                },
-            ),
+            post(|State(app): State<Arc<App>>, req: Request| {
+                // Split the request instead of extracting `HeaderMap`, which clones it.
+                let (parts, body) = req.into_parts();
+                endpoint(app, Route::Pings, parts.headers, body)
+            }),
         )
         .route(
             "/v1/registrations",
-            post(
-                |State(app): State<Arc<App>>, headers: HeaderMap, body: Body| {
-                    endpoint(app, Route::Registrations, headers, body)
-                },
-            ),
+            post(|State(app): State<Arc<App>>, req: Request| {
+                // Split the request instead of extracting `HeaderMap`, which clones it.
+                let (parts, body) = req.into_parts();
+                endpoint(app, Route::Registrations, parts.headers, body)
+            }),
         )
         .route(
             "/openapi.json",
