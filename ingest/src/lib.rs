@@ -253,6 +253,11 @@ pub fn encode_pings(id: &Identity, pings: &[PingIn], received_at: Millis, out: &
     prefix.extend_from_slice(br#","device_id":"#);
     serde_json::to_writer(&mut prefix, &id.device_id).expect("string serializes");
     prefix.extend_from_slice(br#","device_ts":"#);
+    // The same for every ping of the request: formatted once.
+    let mut suffix = Vec::with_capacity(40);
+    suffix.extend_from_slice(br#","received_at":"#);
+    write_json(&mut suffix, &received_at);
+    suffix.push(b'}');
     for p in pings {
         out.push_raw(id.person_id.as_bytes(), |buf| {
             buf.extend_from_slice(&prefix);
@@ -265,9 +270,7 @@ pub fn encode_pings(id: &Identity, pings: &[PingIn], received_at: Millis, out: &
                 buf.extend_from_slice(br#","accuracy_m":"#);
                 write_json(buf, &a);
             }
-            buf.extend_from_slice(br#","received_at":"#);
-            write_json(buf, &received_at);
-            buf.push(b'}');
+            buf.extend_from_slice(&suffix);
         });
     }
 }
