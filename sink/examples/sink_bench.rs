@@ -63,6 +63,15 @@ async fn main() {
     config.sink.group_id = id.clone();
     config.sink.listen = "127.0.0.1:0".into();
     config.log.level = "warn".into();
+    // Sink and ClickHouse share this host, as in the local deploy (`deploy/local/demo`), so the
+    // insert bodies are not compressed unless asked (`--compression lz4`).
+    config.clickhouse.compression = std::env::args()
+        .skip_while(|a| a != "--compression")
+        .nth(1)
+        .unwrap_or_else(|| "none".into());
+    // Batch limits: the configured defaults unless given.
+    config.sink.max_rows = arg("--max-rows", config.sink.max_rows as u64) as usize;
+    config.sink.max_bytes = arg("--max-bytes", config.sink.max_bytes as u64) as usize;
     common::telemetry::init_logging(&config.log);
 
     // Topics.
@@ -150,6 +159,9 @@ async fn main() {
     // The sink.
     let ch = sink::ch::Ch::new(&config.clickhouse);
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    merges_settled(&config).await;
+    // Phase marks on stderr, for profiling a phase from outside (`perf record -p`).
+    eprintln!("phase: sink start");
     let t0 = Instant::now();
     let handle = tokio::spawn(sink::run(config.clone(), async move {
         let _ = rx.await;
@@ -170,6 +182,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let sink_secs = t0.elapsed().as_secs_f64();
+    eprintln!("phase: sink end");
     let _ = stop.send(());
     handle.await.unwrap().unwrap();
     let first = first_visible.unwrap_or_default().as_secs_f64();
@@ -179,6 +192,10 @@ async fn main() {
     let mut bulk_cfg = config.clone();
     bulk_cfg.clickhouse.database = bulk_db.clone();
     sink::migrate_once(&bulk_cfg).await.unwrap();
+    // Each phase starts on a quiet server: the previous phase's background merges would
+    // otherwise run during (and slow) the next one.
+    merges_settled(&config).await;
+    eprintln!("phase: bulk start");
     let t_bulk = Instant::now();
     let st = client(&bulk_db)
         .args(["--query", "INSERT INTO pings FORMAT TabSeparated"])
@@ -187,6 +204,7 @@ async fn main() {
         .unwrap();
     assert!(st.success(), "bulk insert failed");
     let bulk_secs = t_bulk.elapsed().as_secs_f64();
+    eprintln!("phase: bulk end");
     let bulk_ch = sink::ch::Ch::new(&bulk_cfg.clickhouse);
     assert_eq!(count(&bulk_ch, "pings").await as usize, rows);
 
@@ -196,6 +214,7 @@ async fn main() {
     keng_cfg.clickhouse.database = keng_db.clone();
     sink::migrate_once(&keng_cfg).await.unwrap();
     let keng_ch = sink::ch::Ch::new(&keng_cfg.clickhouse);
+    merges_settled(&config).await;
     let (kafka_engine, kafka_engine_aggregates_ok) = kafka_engine_peer(
         &keng_ch,
         &keng_db,
@@ -245,6 +264,7 @@ async fn main() {
         "avg_payload_bytes": payload_bytes / rows.max(1),
         "partitions": partitions,
         "max_rows": config.sink.max_rows,
+        "compression": config.clickhouse.compression,
     });
     println!("{out}");
 }
@@ -367,6 +387,17 @@ async fn kafka_engine_peer(
         Some(ok)
     };
     (result, aggregates_ok)
+}
+
+/// Waits (at most 60 s) until the server runs no merges.
+async fn merges_settled(config: &Config) {
+    let mut cfg = config.clickhouse.clone();
+    cfg.database = "system".into();
+    let system = sink::ch::Ch::new(&cfg);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) && count(&system, "merges").await > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Distinct pings counted by the per-minute aggregate.

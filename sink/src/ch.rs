@@ -4,7 +4,9 @@
 
 use crate::error::SinkError;
 use crate::version::ServerVersion;
-use clickhouse::{Client, Row, RowWrite};
+use bytes::Bytes;
+use clickhouse::insert_formatted::InsertFormatted;
+use clickhouse::{Client, Compression, Row, RowWrite};
 use common::config::ClickHouseConfig;
 use std::time::Duration;
 
@@ -33,7 +35,11 @@ impl Ch {
             .with_url(&cfg.url)
             .with_user(&cfg.user)
             .with_password(&cfg.password)
-            .with_validation(false);
+            .with_validation(false)
+            .with_compression(match cfg.compression.as_str() {
+                "none" => Compression::None,
+                _ => Compression::Lz4,
+            });
         let client = server.clone().with_database(&cfg.database);
         Ch {
             client,
@@ -83,6 +89,39 @@ impl Ch {
     /// `SELECT 1`, to report health while idle.
     pub async fn ping(&self) -> Result<(), SinkError> {
         fetch_tsv(&self.server, "SELECT 1").await.map(|_| ())
+    }
+
+    /// One `INSERT INTO table (columns) FORMAT RowBinary` whose body, `chunks`, is already
+    /// encoded (see [`crate::rows::PingBlock`]); Ok only once the server has confirmed it,
+    /// including the materialized views. `dedup_token` as in [`Ch::insert`].
+    pub async fn insert_rowbinary(
+        &self,
+        table: &str,
+        columns: &str,
+        chunks: &[Bytes],
+        dedup_token: Option<&str>,
+    ) -> Result<(), SinkError> {
+        let mut insert = self.open_rowbinary(table, columns);
+        if let Some(token) = dedup_token {
+            insert = insert.with_setting("insert_deduplication_token", token);
+        }
+        for chunk in chunks {
+            insert.send(chunk.clone()).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// An `INSERT INTO table (columns) FORMAT RowBinary` whose body is sent chunk by chunk
+    /// (`send`); it takes effect only at `end()` — dropped before that, it is aborted.
+    fn open_rowbinary(&self, table: &str, columns: &str) -> InsertFormatted {
+        let sql = format!(
+            "INSERT INTO {} ({columns}) FORMAT RowBinary",
+            quote_ident(table)
+        );
+        self.client
+            .insert_formatted_with(sql)
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT))
     }
 
     /// One `INSERT INTO table FORMAT RowBinary` with all `rows`; Ok only once the server has

@@ -10,7 +10,7 @@
 //! so coordinates come out bit for bit as the full decoder would produce them. The property
 //! tests in this module check that equivalence on generated and mutated records.
 
-use crate::rows::{PingRow, round_coord, to_datetime};
+use crate::rows::{PingRef, PingRow, round_coord, to_datetime};
 
 struct Cur<'a> {
     b: &'a [u8],
@@ -148,6 +148,16 @@ pub(crate) fn ping(
     offset: i64,
     coordinate_decimals: i32,
 ) -> Option<PingRow> {
+    ping_ref(payload, partition, offset, coordinate_decimals).map(|p| p.to_row())
+}
+
+/// [`ping`] without copying the ids: they borrow from `payload`.
+pub(crate) fn ping_ref(
+    payload: &[u8],
+    partition: i32,
+    offset: i64,
+    coordinate_decimals: i32,
+) -> Option<PingRef<'_>> {
     let mut c = Cur { b: payload, i: 0 };
     let (mut person, mut device) = ("", "");
     let (mut device_ts, mut received_at) = (0i64, 0i64);
@@ -217,9 +227,9 @@ pub(crate) fn ping(
     if !(lat.is_finite() && lon.is_finite()) {
         return None;
     }
-    Some(PingRow {
-        person_id: person.to_owned(),
-        device_id: device.to_owned(),
+    Some(PingRef {
+        person_id: person,
+        device_id: device,
         device_ts: to_datetime(device_ts),
         device_ts_ms: device_ts,
         received_at: to_datetime(received_at),

@@ -15,7 +15,8 @@
 use crate::ch::Ch;
 use crate::error::SinkError;
 use crate::metrics::Metrics;
-use crate::rows::{Decoded, EventRow, PingRow, RegistrationRow, Source, decode};
+use crate::rows::{Decoded, EventRow, PingBlock, RegistrationRow, Source, decode_full};
+use bytes::Bytes;
 use common::config::{Config, SinkConfig};
 use common::record::{DeadLetter, now_millis};
 use futures::FutureExt;
@@ -35,6 +36,9 @@ use tokio::task::JoinHandle;
 
 /// Most records taken from librdkafka's queue per turn of the delivery loop.
 const DRAIN: usize = 1024;
+
+/// Encoded pings are cut into insert-body chunks of about this size while a batch fills.
+const CHUNK: usize = 1 << 20;
 
 /// Consumer context: pauses newly assigned partitions while the sink is back-pressured, and
 /// turns librdkafka statistics into the lag gauge.
@@ -95,7 +99,9 @@ impl ConsumerContext for SinkContext {
 /// One batch: rows per table and, per partition, the offset range it covers.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    pub pings: Vec<PingRow>,
+    /// Pings, already encoded for the insert: the chunks cut so far, and the rest.
+    pub pings: PingBlock,
+    pub ping_chunks: Vec<Bytes>,
     pub registrations: Vec<RegistrationRow>,
     pub events: Vec<EventRow>,
     /// (source, partition) → (first offset, last offset).
@@ -120,6 +126,7 @@ impl Batch {
     /// rows would otherwise grow its vectors and fault their pages in again).
     fn reset(&mut self) {
         self.pings.clear();
+        self.ping_chunks.clear();
         self.registrations.clear();
         self.events.clear();
         self.offsets.clear();
@@ -130,6 +137,17 @@ impl Batch {
 
     fn is_empty(&self) -> bool {
         self.records == 0
+    }
+
+    /// Cuts a chunk of the insert body from the encoded pings once enough have accumulated
+    /// (or, with `last`, whatever is left), so the body goes out in pieces of a bounded size.
+    fn cut(&mut self, last: bool) {
+        let pending = self.pings.pending();
+        if pending == 0 || (!last && pending < CHUNK) {
+            return;
+        }
+        let chunk = self.pings.take_chunk();
+        self.ping_chunks.push(chunk);
     }
 
     fn full(&self, cfg: &SinkConfig) -> bool {
@@ -218,14 +236,43 @@ impl Writer {
     /// Writes every table of `batch`, retrying each failed insert for ever. Returns false only
     /// when shutdown was requested while the batch was not confirmed.
     pub async fn write(&self, batch: &Batch, mut shutdown: watch::Receiver<bool>) -> bool {
-        self.write_table("pings", &batch.pings, batch, &mut shutdown)
-            .await
+        self.write_pings(batch, &mut shutdown).await
             && self
                 .write_table("registrations", &batch.registrations, batch, &mut shutdown)
                 .await
             && self
                 .write_table("person_events", &batch.events, batch, &mut shutdown)
                 .await
+    }
+
+    async fn write_pings(&self, batch: &Batch, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let rows = batch.pings.len();
+        let token = self.dedup_tokens.then(|| batch.token("pings"));
+        self.retry("pings", rows, shutdown, || {
+            self.ch.insert_rowbinary(
+                "pings",
+                PingBlock::COLUMNS,
+                &batch.ping_chunks,
+                token.as_deref(),
+            )
+        })
+        .await
+    }
+
+    /// Metrics and health after a confirmed insert.
+    fn insert_ok(&self, table: &str, rows: usize, t0: Instant, attempt: u32) {
+        let m = &self.metrics;
+        m.insert_duration
+            .with_label_values(&[table])
+            .observe(t0.elapsed().as_secs_f64());
+        m.batches.with_label_values(&[table, "ok"]).inc();
+        m.rows_written
+            .with_label_values(&[table])
+            .inc_by(rows as u64);
+        self.set_up(true);
+        if attempt > 1 {
+            tracing::info!(table, attempt, rows, "insert succeeded after retries");
+        }
     }
 
     async fn write_table<T>(
@@ -238,34 +285,36 @@ impl Writer {
     where
         T: clickhouse::Row + clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
     {
-        if rows.is_empty() {
+        let token = self.dedup_tokens.then(|| batch.token(table));
+        self.retry(table, rows.len(), shutdown, || {
+            self.ch.insert(table, rows, token.as_deref())
+        })
+        .await
+    }
+
+    /// Runs `insert` until it succeeds (with backoff, metrics and health), or until shutdown.
+    async fn retry<F, Fut>(
+        &self,
+        table: &str,
+        rows: usize,
+        shutdown: &mut watch::Receiver<bool>,
+        mut insert: F,
+    ) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), SinkError>>,
+    {
+        if rows == 0 {
             return true;
         }
-        let token = self.dedup_tokens.then(|| batch.token(table));
         let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let t0 = Instant::now();
-            match self.ch.insert(table, rows, token.as_deref()).await {
+            match insert().await {
                 Ok(()) => {
-                    let m = &self.metrics;
-                    m.insert_duration
-                        .with_label_values(&[table])
-                        .observe(t0.elapsed().as_secs_f64());
-                    m.batches.with_label_values(&[table, "ok"]).inc();
-                    m.rows_written
-                        .with_label_values(&[table])
-                        .inc_by(rows.len() as u64);
-                    self.set_up(true);
-                    if attempt > 1 {
-                        tracing::info!(
-                            table,
-                            attempt,
-                            rows = rows.len(),
-                            "insert succeeded after retries"
-                        );
-                    }
+                    self.insert_ok(table, rows, t0, attempt);
                     return true;
                 }
                 Err(e) => {
@@ -373,6 +422,8 @@ pub(crate) async fn deliver(
             );
             let w = writer.clone();
             let rx = shutdown.clone();
+            let mut b = b;
+            b.cut(true);
             inflight = Some(tokio::spawn(async move {
                 let ok = w.write(&b, rx).await;
                 (b, ok)
@@ -439,6 +490,7 @@ pub(crate) async fn deliver(
                         next = consumer.recv().now_or_never();
                     }
                 }
+                batch.cut(false);
                 if taken == DRAIN {
                     // librdkafka's queue never makes this task wait while it has records, so
                     // give the worker to the others: the write task just spawned sits in this
@@ -504,14 +556,18 @@ async fn accept(
     let (partition, offset) = (m.partition(), m.offset());
     let payload = m.payload();
     let bytes = payload.map_or(0, <[u8]>::len);
-    match decode(
-        source,
-        payload,
-        partition,
-        offset,
-        config.sink.coordinate_decimals,
-    ) {
-        Ok(Decoded::Ping(r)) => batch.pings.push(r),
+    let decimals = config.sink.coordinate_decimals;
+    // Plainly written pings go straight from the record into the encoded block; everything
+    // else (and every error) through the full decoder, as `rows::decode` does.
+    if let (Source::Contacts, Some(p)) = (source, payload) {
+        if let Some(row) = crate::fastping::ping_ref(p, partition, offset, decimals) {
+            batch.pings.push(&row);
+            batch.note(source, partition, offset, bytes);
+            return true;
+        }
+    }
+    match decode_full(source, payload, partition, offset, decimals) {
+        Ok(Decoded::Ping(r)) => batch.pings.push(&r.as_ref()),
         Ok(Decoded::Registration(r)) => batch.registrations.push(r),
         Ok(Decoded::Event(r)) => batch.events.push(r),
         Ok(Decoded::Skip) => {}
