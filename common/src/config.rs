@@ -666,6 +666,20 @@ mod tests {
     }
 
     #[test]
+    fn clickhouse_compression_is_lz4_or_none() {
+        let ok = Config::load_from(None, env(&[("LASTSEEN_CLICKHOUSE__COMPRESSION", "none")]));
+        assert_eq!(ok.unwrap().clickhouse.compression, "none");
+        assert_eq!(Config::defaults().clickhouse.compression, "lz4");
+        let err = Config::load_from(None, env(&[("LASTSEEN_CLICKHOUSE__COMPRESSION", "zstd")]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("clickhouse.compression: `zstd` is not one of lz4, none"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn invalid_policy_is_a_startup_error() {
         let err = Config::load_from(
             None,
