@@ -5,7 +5,6 @@
 use crate::error::SinkError;
 use crate::version::ServerVersion;
 use bytes::Bytes;
-use clickhouse::insert_formatted::InsertFormatted;
 use clickhouse::{Client, Compression, Row, RowWrite};
 use common::config::ClickHouseConfig;
 use std::time::Duration;
@@ -91,17 +90,24 @@ impl Ch {
         fetch_tsv(&self.server, "SELECT 1").await.map(|_| ())
     }
 
-    /// One `INSERT INTO table (columns) FORMAT RowBinary` whose body, `chunks`, is already
-    /// encoded (see [`crate::rows::PingBlock`]); Ok only once the server has confirmed it,
-    /// including the materialized views. `dedup_token` as in [`Ch::insert`].
-    pub async fn insert_rowbinary(
+    /// One `INSERT INTO table (columns) FORMAT Native` whose body, `chunks`, is already encoded
+    /// (see [`crate::rows::PingBlock`]); Ok only once the server has confirmed it, including
+    /// the materialized views. `dedup_token` as in [`Ch::insert`].
+    pub async fn insert_native(
         &self,
         table: &str,
         columns: &str,
         chunks: &[Bytes],
         dedup_token: Option<&str>,
     ) -> Result<(), SinkError> {
-        let mut insert = self.open_rowbinary(table, columns);
+        let sql = format!(
+            "INSERT INTO {} ({columns}) FORMAT Native",
+            quote_ident(table)
+        );
+        let mut insert = self
+            .client
+            .insert_formatted_with(sql)
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
         if let Some(token) = dedup_token {
             insert = insert.with_setting("insert_deduplication_token", token);
         }
@@ -110,18 +116,6 @@ impl Ch {
         }
         insert.end().await?;
         Ok(())
-    }
-
-    /// An `INSERT INTO table (columns) FORMAT RowBinary` whose body is sent chunk by chunk
-    /// (`send`); it takes effect only at `end()` — dropped before that, it is aborted.
-    fn open_rowbinary(&self, table: &str, columns: &str) -> InsertFormatted {
-        let sql = format!(
-            "INSERT INTO {} ({columns}) FORMAT RowBinary",
-            quote_ident(table)
-        );
-        self.client
-            .insert_formatted_with(sql)
-            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT))
     }
 
     /// One `INSERT INTO table FORMAT RowBinary` with all `rows`; Ok only once the server has

@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 /// Most records taken from librdkafka's queue per turn of the delivery loop.
 const DRAIN: usize = 1024;
 
-/// Encoded pings are cut into insert-body chunks of about this size while a batch fills.
+/// The pings insert body goes out in chunks of this size.
 const CHUNK: usize = 1 << 20;
 
 /// Consumer context: pauses newly assigned partitions while the sink is back-pressured, and
@@ -99,8 +99,9 @@ impl ConsumerContext for SinkContext {
 /// One batch: rows per table and, per partition, the offset range it covers.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    /// Pings, already encoded for the insert: the chunks cut so far, and the rest.
+    /// Pings, encoded column by column as they are decoded.
     pub pings: PingBlock,
+    /// The pings insert body, built when the batch is handed to the writer.
     pub ping_chunks: Vec<Bytes>,
     pub registrations: Vec<RegistrationRow>,
     pub events: Vec<EventRow>,
@@ -137,17 +138,6 @@ impl Batch {
 
     fn is_empty(&self) -> bool {
         self.records == 0
-    }
-
-    /// Cuts a chunk of the insert body from the encoded pings once enough have accumulated
-    /// (or, with `last`, whatever is left), so the body goes out in pieces of a bounded size.
-    fn cut(&mut self, last: bool) {
-        let pending = self.pings.pending();
-        if pending == 0 || (!last && pending < CHUNK) {
-            return;
-        }
-        let chunk = self.pings.take_chunk();
-        self.ping_chunks.push(chunk);
     }
 
     fn full(&self, cfg: &SinkConfig) -> bool {
@@ -249,7 +239,7 @@ impl Writer {
         let rows = batch.pings.len();
         let token = self.dedup_tokens.then(|| batch.token("pings"));
         self.retry("pings", rows, shutdown, || {
-            self.ch.insert_rowbinary(
+            self.ch.insert_native(
                 "pings",
                 PingBlock::COLUMNS,
                 &batch.ping_chunks,
@@ -423,7 +413,7 @@ pub(crate) async fn deliver(
             let w = writer.clone();
             let rx = shutdown.clone();
             let mut b = b;
-            b.cut(true);
+            b.ping_chunks = b.pings.native_body(CHUNK);
             inflight = Some(tokio::spawn(async move {
                 let ok = w.write(&b, rx).await;
                 (b, ok)
@@ -490,7 +480,6 @@ pub(crate) async fn deliver(
                         next = consumer.recv().now_or_never();
                     }
                 }
-                batch.cut(false);
                 if taken == DRAIN {
                     // librdkafka's queue never makes this task wait while it has records, so
                     // give the worker to the others: the write task just spawned sits in this

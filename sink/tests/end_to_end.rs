@@ -264,11 +264,10 @@ async fn encoded_ping_block_lands_the_same_rows_as_the_crate_encoding() {
         block.push(&r.as_ref());
     }
     assert_eq!(block.len(), rows.len());
-    // The body in two chunks that split a row, as the sink cuts them by size.
-    let whole = block.take_chunk();
-    assert_eq!(block.pending(), 0);
-    let chunks = vec![whole.slice(..1001), whole.slice(1001..)];
-    ch.insert_rowbinary("pings", PingBlock::COLUMNS, &chunks, None)
+    // The body in small chunks that split values, as the sink cuts it by size.
+    let chunks = block.native_body(1001);
+    assert!(chunks.len() > 10 && chunks.iter().all(|c| c.len() <= 1001));
+    ch.insert_native("pings", PingBlock::COLUMNS, &chunks, None)
         .await
         .unwrap();
     ch.insert("pings_crate", &rows, None).await.unwrap();
@@ -276,10 +275,19 @@ async fn encoded_ping_block_lands_the_same_rows_as_the_crate_encoding() {
     ch.exec("CREATE TABLE pings_plain AS pings").await.unwrap();
     let mut plain_cfg = env.config.clickhouse.clone();
     plain_cfg.compression = "none".into();
+    let whole = block.native_body(usize::MAX);
+    assert_eq!(whole.len(), 1);
     sink::ch::Ch::new(&plain_cfg)
-        .insert_rowbinary("pings_plain", PingBlock::COLUMNS, &[whole], None)
+        .insert_native("pings_plain", PingBlock::COLUMNS, &whole, None)
         .await
         .unwrap();
+    // Byte for byte what the server itself writes as Native for these rows.
+    let url = format!(
+        "{}/?database={}&query=SELECT%20*%20FROM%20pings_crate%20ORDER%20BY%20kafka_offset%20DESC%20FORMAT%20Native",
+        env.config.clickhouse.url, env.name
+    );
+    let server_native = reqwest_free_get(&url);
+    assert_eq!(server_native, whole[0].to_vec());
     let dump = |t: &str| {
         let ch = ch.clone();
         let sql = format!("SELECT * FROM {t} ORDER BY kafka_offset");
@@ -291,5 +299,22 @@ async fn encoded_ping_block_lands_the_same_rows_as_the_crate_encoding() {
     assert_eq!(dump("pings_plain").await, theirs);
     block.clear();
     assert!(block.is_empty());
+    assert!(block.native_body(CHUNK_ANY).is_empty());
     env.cleanup().await;
+}
+
+const CHUNK_ANY: usize = 1 << 20;
+
+/// A plain HTTP GET with curl (the tests have no HTTP client crate of their own).
+fn reqwest_free_get(url: &str) -> Vec<u8> {
+    let out = std::process::Command::new("curl")
+        .args(["-sSf", url])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
