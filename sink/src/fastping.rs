@@ -127,9 +127,105 @@ impl<'a> Cur<'a> {
             }
             return None;
         }
-        self.number::<f32>().map(Some)
+        // serde parses an `f32` as an `f64` and narrows it.
+        match self.plain_decimal() {
+            Some(x) => Some(Some(x as f32)),
+            None => self.number::<f32>().map(Some),
+        }
+    }
+
+    /// A number token parsed as `f64`, like serde's `f64`.
+    #[inline]
+    fn f64(&mut self) -> Option<f64> {
+        self.plain_decimal().or_else(|| self.number::<f64>())
+    }
+
+    /// The common token `-?(0|[1-9][0-9]*)\.[0-9]+` followed by a delimiter, computed the way
+    /// `serde_json` computes it: its digits read as one `u64`, converted to `f64`, divided by
+    /// 10^(fraction digits). Up to 2^53 that integer converts exactly and the one division is
+    /// correctly rounded, so the result is serde's with or without its `float_roundtrip`
+    /// feature; above 2^53 it is serde's only without that feature, which
+    /// [`serde_rounds_like_us`] checks once. Anything else: `None`, the cursor unmoved, and
+    /// the caller asks `serde_json`.
+    #[inline]
+    fn plain_decimal(&mut self) -> Option<f64> {
+        let (_, sig, _, _) = self.scan_plain_decimal()?;
+        if sig > 1 << 53 && !serde_rounds_like_us() {
+            return None;
+        }
+        self.digits_then_divide()
+    }
+
+    /// [`Cur::plain_decimal`] without the check for large digit strings.
+    #[inline]
+    fn digits_then_divide(&mut self) -> Option<f64> {
+        let (neg, sig, frac_digits, end) = self.scan_plain_decimal()?;
+        self.i = end;
+        let x = sig as f64 / POW10[frac_digits];
+        Some(if neg { -x } else { x })
+    }
+
+    /// Sign, digits as one integer, fraction digits and end of a plain decimal token.
+    #[inline]
+    fn scan_plain_decimal(&self) -> Option<(bool, u64, usize, usize)> {
+        let b = self.b;
+        let mut i = self.i;
+        let neg = b.get(i) == Some(&b'-');
+        if neg {
+            i += 1;
+        }
+        let int_start = i;
+        let mut sig: u64 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            i += 1;
+        }
+        let int_digits = i - int_start;
+        if int_digits == 0 || (int_digits > 1 && b[int_start] == b'0') || b.get(i) != Some(&b'.') {
+            return None;
+        }
+        i += 1;
+        let frac_start = i;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            i += 1;
+        }
+        let frac_digits = i - frac_start;
+        if frac_digits == 0 || frac_digits >= POW10.len() {
+            return None;
+        }
+        if !matches!(b.get(i), Some(b' ' | b'\n' | b'\t' | b'\r' | b',' | b'}')) {
+            return None;
+        }
+        Some((neg, sig, frac_digits, i))
     }
 }
+
+/// Whether `serde_json` turns a decimal with more than 53 bits of digits into `f64` the way
+/// [`Cur::plain_decimal`] does (digits → `f64`, then one division: its default), rather than
+/// correctly rounded (its `float_roundtrip` feature, which another crate could switch on).
+/// The token is one where the two differ.
+fn serde_rounds_like_us() -> bool {
+    static SAME: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SAME.get_or_init(|| {
+        let tok = b"92.030920993190389,";
+        let ours = Cur { b: tok, i: 0 }.digits_then_divide();
+        let theirs = serde_json::from_slice::<f64>(&tok[..tok.len() - 1]).ok();
+        ours.is_some() && ours.map(f64::to_bits) == theirs.map(f64::to_bits)
+    })
+}
+
+/// Exact powers of ten (the literals serde_json divides by).
+const POW10: [f64; 21] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20,
+];
 
 const TYPE: u8 = 1;
 const PERSON: u8 = 2;
@@ -192,11 +288,11 @@ pub(crate) fn ping_ref(
                 DEVICE_TS
             }
             b"lat" => {
-                lat = c.number::<f64>()?;
+                lat = c.f64()?;
                 LAT
             }
             b"lon" => {
-                lon = c.number::<f64>()?;
+                lon = c.f64()?;
                 LON
             }
             b"accuracy_m" => {
@@ -322,6 +418,60 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn plain_decimals_are_parsed_here_exactly_as_serde_does() {
+        for tok in [
+            "0.1",
+            "-0.0",
+            "0.0",
+            "55.52338",
+            "37.323719999999994",
+            "0.30000000000000004",
+            "-179.99999999",
+            "5.0",
+            "9007199254740.992",
+            "1.7976931348623157",
+            "92.030920993190389",
+            "9007199254740.993",
+            "18446744073.709551615",
+        ] {
+            let text = format!("{tok},");
+            let mut c = Cur {
+                b: text.as_bytes(),
+                i: 0,
+            };
+            let fast = c
+                .plain_decimal()
+                .unwrap_or_else(|| panic!("{tok} not taken"));
+            assert_eq!(c.i, tok.len());
+            let full: f64 = serde_json::from_str(tok).unwrap();
+            assert_eq!(fast.to_bits(), full.to_bits(), "{tok}");
+        }
+        assert!(
+            serde_rounds_like_us(),
+            "serde_json's float_roundtrip is on somewhere"
+        );
+        // Left to serde: integers, exponents, leading zeros, digits beyond a u64.
+        for tok in [
+            "55",
+            "1e5",
+            "1.5e3",
+            "01.5",
+            "184467440737.09551616",
+            "1.",
+            ".5",
+            "-.5",
+        ] {
+            let text = format!("{tok},");
+            let mut c = Cur {
+                b: text.as_bytes(),
+                i: 0,
+            };
+            assert_eq!(c.plain_decimal(), None, "{tok}");
+            assert_eq!(c.i, 0);
         }
     }
 
