@@ -162,6 +162,7 @@ async fn main() {
     merges_settled(&config).await;
     // Phase marks on stderr, for profiling a phase from outside (`perf record -p`).
     eprintln!("phase: sink start");
+    let cpu0 = Cpu::now();
     let t0 = Instant::now();
     let handle = tokio::spawn(sink::run(config.clone(), async move {
         let _ = rx.await;
@@ -182,6 +183,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let sink_secs = t0.elapsed().as_secs_f64();
+    let sink_cpu = Cpu::now().since(&cpu0);
     eprintln!("phase: sink end");
     let _ = stop.send(());
     handle.await.unwrap().unwrap();
@@ -196,6 +198,7 @@ async fn main() {
     // otherwise run during (and slow) the next one.
     merges_settled(&config).await;
     eprintln!("phase: bulk start");
+    let bulk_cpu0 = Cpu::now();
     let t_bulk = Instant::now();
     let st = client(&bulk_db)
         .args(["--query", "INSERT INTO pings FORMAT TabSeparated"])
@@ -204,6 +207,7 @@ async fn main() {
         .unwrap();
     assert!(st.success(), "bulk insert failed");
     let bulk_secs = t_bulk.elapsed().as_secs_f64();
+    let bulk_cpu = Cpu::now().since(&bulk_cpu0);
     eprintln!("phase: bulk end");
     let bulk_ch = sink::ch::Ch::new(&bulk_cfg.clickhouse);
     assert_eq!(count(&bulk_ch, "pings").await as usize, rows);
@@ -265,6 +269,11 @@ async fn main() {
         "partitions": partitions,
         "max_rows": config.sink.max_rows,
         "compression": config.clickhouse.compression,
+        // CPU-seconds spent during the sink phase by this process (the sink), by
+        // clickhouse-server and by the Kafka broker; and by clickhouse-server during the bulk
+        // insert (clickhouse-client's own parsing not included). Null where unreadable.
+        "sink_phase_cpu_secs": sink_cpu,
+        "bulk_phase_clickhouse_cpu_secs": bulk_cpu.clickhouse,
     });
     println!("{out}");
 }
@@ -411,6 +420,66 @@ async fn count_aggregated(ch: &sink::ch::Ch) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) of this process and of the local ClickHouse and Kafka, read from
+/// `/proc/<pid>/stat` with the pids `deploy/local` records.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Cpu {
+    sink: Option<f64>,
+    clickhouse: Option<f64>,
+    kafka: Option<f64>,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let run = concat!(env!("CARGO_MANIFEST_DIR"), "/../.local/run");
+        let pid = |name: &str| {
+            std::fs::read_to_string(format!("{run}/{name}.pid"))
+                .ok()
+                .map(|p| p.trim().to_string())
+        };
+        Cpu {
+            sink: proc_cpu_secs("self"),
+            clickhouse: pid("clickhouse").and_then(|p| proc_cpu_secs(&p)),
+            kafka: pid("kafka").and_then(|p| proc_cpu_secs(&p)),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        let d = |a: Option<f64>, b: Option<f64>| {
+            a.zip(b).map(|(a, b)| ((a - b) * 100.0).round() / 100.0)
+        };
+        Cpu {
+            sink: d(self.sink, before.sink),
+            clickhouse: d(self.clickhouse, before.clickhouse),
+            kafka: d(self.kafka, before.kafka),
+        }
+    }
+}
+
+/// utime + stime of `/proc/<pid>/stat`, in seconds.
+fn proc_cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
+/// `getconf CLK_TCK` (100 on Linux), once.
+fn clock_ticks() -> f64 {
+    static T: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 fn tail_server_errors() -> String {
