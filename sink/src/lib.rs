@@ -4,6 +4,8 @@
 //! - [`migrate`] — versioned, embedded SQL migrations (`sink/migrations/`).
 //! - [`pipeline`] — consume, batch, insert, commit; dead letters; back-pressure.
 //! - [`retention`] — ping retention by dropping day partitions.
+//! - [`rows`] — records → rows; pings are encoded straight into a `Native` block
+//!   ([`rows::PingBlock`]), plainly written ones through a flat parser (`fastping`).
 //! - [`ch`] — the ClickHouse client as it works against 18.16.
 //!
 //! See `docs/CLICKHOUSE.md` for the tables and how to query them.
