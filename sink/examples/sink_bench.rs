@@ -32,7 +32,12 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 async fn count(ch: &sink::ch::Ch, table: &str) -> u64 {
-    ch.fetch(&format!("SELECT count() FROM {table}"))
+    scalar(ch, &format!("SELECT count() FROM {table}")).await
+}
+
+/// The first value of a query's result as a number (0 if none or on error).
+async fn scalar(ch: &sink::ch::Ch, sql: &str) -> u64 {
+    ch.fetch(sql)
         .await
         .ok()
         .and_then(|r| {
@@ -411,15 +416,7 @@ async fn merges_settled(config: &Config) {
 
 /// Distinct pings counted by the per-minute aggregate.
 async fn count_aggregated(ch: &sink::ch::Ch) -> u64 {
-    ch.fetch("SELECT uniqExactMerge(pings) FROM pings_per_minute")
-        .await
-        .ok()
-        .and_then(|r| {
-            r.first()
-                .and_then(|r| r.first())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    scalar(ch, "SELECT uniqExactMerge(pings) FROM pings_per_minute").await
 }
 
 /// CPU time (user + system) of this process and of the local ClickHouse and Kafka, read from
