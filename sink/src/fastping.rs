@@ -149,20 +149,26 @@ impl<'a> Cur<'a> {
     /// the caller asks `serde_json`.
     #[inline]
     fn plain_decimal(&mut self) -> Option<f64> {
-        let (_, sig, _, _) = self.scan_plain_decimal()?;
-        if sig > 1 << 53 && !serde_rounds_like_us() {
+        let d = self.scan_plain_decimal()?;
+        if d.1 > 1 << 53 && !serde_rounds_like_us() {
             return None;
         }
-        self.digits_then_divide()
+        Some(self.divide(d))
     }
 
     /// [`Cur::plain_decimal`] without the check for large digit strings.
     #[inline]
     fn digits_then_divide(&mut self) -> Option<f64> {
-        let (neg, sig, frac_digits, end) = self.scan_plain_decimal()?;
+        let d = self.scan_plain_decimal()?;
+        Some(self.divide(d))
+    }
+
+    /// Moves past a scanned token and computes its value.
+    #[inline]
+    fn divide(&mut self, (neg, sig, frac_digits, end): (bool, u64, usize, usize)) -> f64 {
         self.i = end;
         let x = sig as f64 / POW10[frac_digits];
-        Some(if neg { -x } else { x })
+        if neg { -x } else { x }
     }
 
     /// Sign, digits as one integer, fraction digits and end of a plain decimal token.
@@ -176,27 +182,12 @@ impl<'a> Cur<'a> {
         }
         let int_start = i;
         let mut sig: u64 = 0;
-        while let Some(&c) = b.get(i) {
-            if !c.is_ascii_digit() {
-                break;
-            }
-            sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-            i += 1;
-        }
-        let int_digits = i - int_start;
+        let int_digits = digits(b, &mut i, &mut sig)?;
         if int_digits == 0 || (int_digits > 1 && b[int_start] == b'0') || b.get(i) != Some(&b'.') {
             return None;
         }
         i += 1;
-        let frac_start = i;
-        while let Some(&c) = b.get(i) {
-            if !c.is_ascii_digit() {
-                break;
-            }
-            sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-            i += 1;
-        }
-        let frac_digits = i - frac_start;
+        let frac_digits = digits(b, &mut i, &mut sig)?;
         if frac_digits == 0 || frac_digits >= POW10.len() {
             return None;
         }
@@ -205,6 +196,21 @@ impl<'a> Cur<'a> {
         }
         Some((neg, sig, frac_digits, i))
     }
+}
+
+/// Appends the ASCII digits at `b[*i..]` to `sig` (decimal), moving `i` past them; their
+/// count, or `None` if `sig` would overflow.
+#[inline]
+fn digits(b: &[u8], i: &mut usize, sig: &mut u64) -> Option<usize> {
+    let start = *i;
+    while let Some(&c) = b.get(*i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        *sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        *i += 1;
+    }
+    Some(*i - start)
 }
 
 /// Whether `serde_json` turns a decimal with more than 53 bits of digits into `f64` the way
