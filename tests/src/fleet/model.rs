@@ -11,6 +11,13 @@
 //!   `clock.outage_after` is certainly excluded from silences, minus one tick.
 //! - `possible` fault spans: some request failed somewhere in there. At most these are excluded.
 //!
+//! The processor measures a silence on its virtual clock (server time minus excluded outage),
+//! which never runs backwards, so a silence is longest between the earliest possible stamp of
+//! the first contact and the latest of the second, and shortest between the latest and the
+//! earliest. Bounds taken at those ends stay tight when one request straddles an outage
+//! (sent just before Kafka stopped, acknowledged after it came back): no stamp can fall inside
+//! a certain span, so the whole span lies between the two stamps or not at all.
+//!
 //! Each silence is classified against the thresholds at both ends of its interval; when both
 //! ends agree the outcome is certain. The schedule of the simulator keeps silences far from the
 //! thresholds, so outcomes are ambiguous only when a fault lands inside a planned silence; such a
@@ -132,13 +139,26 @@ impl Faults {
         Faults { certain, possible }
     }
 
-    /// Least outage time the processor must exclude from a silence whose inside is `[from, to]`.
+    /// Least outage time the processor must exclude from a silence between stamps at `from` and
+    /// `to`: each certain span inside `[from, to]` lies in one gap of stream time (nothing is
+    /// stamped inside it), so the whole span but the gap's last tick is excluded.
     fn excluded_min(&self, from: Millis, to: Millis, p: &Policy) -> i64 {
         self.certain
             .iter()
-            .filter(|s| s.to - s.from > p.outage_after_ms)
-            .map(|s| (s.overlap(from, to) - p.tick_ms).max(0))
+            .filter(|s| s.to - s.from > p.outage_after_ms && s.from >= from && s.to <= to)
+            .map(|s| (s.to - s.from - p.tick_ms).max(0))
             .sum()
+    }
+
+    /// Bounds `(lo, hi)` of the silence the processor measures between a contact stamped in
+    /// `prev` and one stamped in `next` (both `[lo, hi]` intervals). The virtual clock is
+    /// monotonic and no stamp falls inside a certain span, so the longest silence is from
+    /// `prev.lo` to `next.hi` less the certain spans between them, and the shortest from
+    /// `prev.hi` to `next.lo` less everything that may have failed between them.
+    fn silence(&self, prev: (Millis, Millis), next: (Millis, Millis), p: &Policy) -> (i64, i64) {
+        let lo = (next.0 - prev.1) - self.excluded_max(prev.1, next.0);
+        let hi = (next.1 - prev.0) - self.excluded_min(prev.0, next.1, p);
+        (lo.max(0), hi.max(0))
     }
 
     /// Most outage time the processor may exclude from a silence within `[from, to]`.
@@ -233,10 +253,7 @@ pub fn expect(
     for c in contacts {
         if let (Some(pc), State::Registered { .. }) = (prev, &state) {
             // The silence between pc and c.
-            let gap_lo = (c.lo - pc.hi).max(0);
-            let gap_hi = (c.hi - pc.lo).max(0);
-            let eff_lo = (gap_lo - faults.excluded_max(pc.lo, c.hi)).max(0);
-            let eff_hi = (gap_hi - faults.excluded_min(pc.hi, c.lo, p)).max(0);
+            let (eff_lo, eff_hi) = faults.silence((pc.lo, pc.hi), (c.lo, c.hi), p);
             let notice = crossed(eff_lo, eff_hi, p.notice_ms, true);
             let dereg = crossed(eff_lo, eff_hi, p.deregister_ms, false);
             match (notice, dereg) {
@@ -290,8 +307,7 @@ pub fn expect(
     }
     // The last silence, up to the horizon.
     if let (Some(h), Some(pc), State::Registered { .. }) = (horizon, prev, &state) {
-        let eff_lo = ((h.must - pc.hi) - faults.excluded_max(pc.lo, h.may)).max(0);
-        let eff_hi = ((h.may - pc.lo) - faults.excluded_min(pc.hi, h.must, p)).max(0);
+        let (eff_lo, eff_hi) = faults.silence((pc.lo, pc.hi), (h.must, h.may), p);
         for (threshold, inclusive, kind) in [
             (p.notice_ms, true, EventKind::SilenceNotice),
             (p.deregister_ms, false, EventKind::Deregistered),
@@ -500,6 +516,127 @@ mod tests {
         assert!(!e.accepts(&[Registered, Deregistered]));
         assert!(!e.accepts(&[]));
         assert!(!e.accepts(&[Registered, Registered]));
+    }
+
+    #[test]
+    fn a_request_straddling_a_certain_outage_is_not_ambiguous() {
+        // A steady pinger; one upload is sent just before a 15 s outage and acknowledged after
+        // it (its stamp may lie on either side). Before the outage: 2 s of silence at most;
+        // after it: 2 s plus what the outage leaves (one tick). Neither is near a threshold.
+        let failures: Vec<Failure> = (0..=150)
+            .map(|i| Failure {
+                sent: 10_000 + i * 100,
+                failed: 10_000 + i * 100 + 1,
+                immediate: true,
+            })
+            .collect();
+        let f = Faults::from_failures(&failures, 1000, 250);
+        let cs = [
+            reg(0, "A"),
+            ping(2000),
+            ping(4000),
+            ping(6000),
+            ping(8000),
+            Contact {
+                lo: 9800,
+                hi: 25_400,
+                address: None,
+            },
+            ping(27_000),
+        ];
+        let e = expect(&cs, &f, &P, None);
+        assert!(e.ambiguous.is_none(), "{e:?}");
+        assert_eq!(e.must, vec![Registered]);
+    }
+
+    use proptest::prelude::{Just, prop_oneof};
+
+    proptest::proptest! {
+        /// The bounds contain the silence the real detector measures, for stamps anywhere in
+        /// their intervals around outages the fleet saw as immediate refusals (plus one request
+        /// in flight when each outage began, which fails slowly).
+        #[test]
+        fn silence_bounds_contain_the_detectors_silence(
+            outages in proptest::collection::vec((0i64..90_000, 300i64..25_000), 0..3),
+            y in 0i64..100_000,
+            x_after in 0i64..60_000,
+            (y_lo, y_hi) in (prop_oneof![Just(0i64), 0i64..3000], 0i64..3000),
+            (x_lo, x_hi) in (0i64..40_000, prop_oneof![Just(0i64), 0i64..3000]),
+            first_fail in 0i64..100,
+        ) {
+            use common::config::{ClockConfig, PolicyConfig};
+            use std::time::Duration;
+            // Disjoint outages at least 2 s apart, as `(from, to)`: nothing is stamped inside.
+            let mut spans: Vec<(i64, i64)> = Vec::new();
+            let mut sorted = outages.clone();
+            sorted.sort();
+            for (a, len) in sorted {
+                if spans.last().is_none_or(|&(_, b)| a > b + 2000) {
+                    spans.push((a, a + len));
+                }
+            }
+            let outside = |t: i64| {
+                spans
+                    .iter()
+                    .find(|&&(a, b)| t > a && t < b)
+                    .map_or(t, |&(_, b)| b + 1)
+            };
+            let y = outside(y);
+            let x = outside(y + x_after);
+            let mut failures = Vec::new();
+            for &(a, b) in &spans {
+                failures.push(Failure {
+                    sent: a - 300,
+                    failed: a + 1000,
+                    immediate: false,
+                });
+                let mut t = a + first_fail;
+                while t < b {
+                    failures.push(Failure {
+                        sent: t,
+                        failed: t + 1,
+                        immediate: true,
+                    });
+                    t += 100;
+                }
+            }
+            let faults = Faults::from_failures(&failures, 1000, 250);
+            let ms = |m: i64| Duration::from_millis(m as u64);
+            let mut d = processor::detector::Detector::new(
+                PolicyConfig {
+                    notice_after: ms(P.notice_ms),
+                    deregister_after: ms(P.deregister_ms),
+                },
+                ClockConfig {
+                    tick_interval: ms(P.tick_ms),
+                    outage_after: ms(P.outage_after_ms),
+                },
+            )
+            .expect("valid config");
+            // Ticks every tick outside the outages, and the two stamps, in order.
+            let mut stamps: Vec<i64> = (0..(x + 1000) / P.tick_ms)
+                .map(|i| i * P.tick_ms)
+                .filter(|&t| spans.iter().all(|&(a, b)| t <= a || t >= b))
+                .chain([y, x])
+                .collect();
+            stamps.sort();
+            let (mut vy, mut vx, mut out) = (None, None, Vec::new());
+            for t in stamps {
+                d.apply_tick(t, &mut out);
+                if t == y && vy.is_none() {
+                    vy = d.virtual_time();
+                }
+                if t == x {
+                    vx = d.virtual_time();
+                }
+            }
+            let truth = vx.unwrap() - vy.unwrap();
+            let (lo, hi) = faults.silence((y - y_lo, y + y_hi), (x - x_lo, x + x_hi), &P);
+            proptest::prop_assert!(
+                lo <= truth && truth <= hi,
+                "silence {truth} outside [{lo}, {hi}]; outages {spans:?}, faults {faults:?}"
+            );
+        }
     }
 
     impl Expected {
