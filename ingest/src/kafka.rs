@@ -2,10 +2,14 @@
 //! tracked to its acknowledgement, broker health, and the tick writer.
 //!
 //! A request's records are enqueued with one librdkafka call ([`native`]); the request's
-//! [`Batch`] owns their bytes until the last delivery report.
+//! [`Batch`] owns their bytes until the last delivery report. They all share one key (the
+//! person), so their partition is chosen once per request, by librdkafka's default
+//! partitioner's function ([`partition`]) over the partition count the tick task's probe keeps
+//! current.
 
 #[allow(unsafe_code)]
 pub mod native;
+pub mod partition;
 
 use crate::metrics::Metrics;
 use common::Config;
@@ -16,7 +20,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -232,6 +236,36 @@ impl Records {
         let (k, p) = &self.spans[i];
         (&self.buf[k.clone()], &self.buf[p.clone()])
     }
+    /// The key of every record, when there is at least one record and all have the same key.
+    pub fn shared_key(&self) -> Option<&[u8]> {
+        let (first, rest) = self.spans.split_first()?;
+        let key = &self.buf[first.0.clone()];
+        rest.iter()
+            .all(|(k, _)| &self.buf[k.clone()] == key)
+            .then_some(key)
+    }
+}
+
+/// The partition for all of `records`: the one librdkafka's default partitioner picks for
+/// their shared key among `partitions`, or [`partition::UNASSIGNED`] (librdkafka's partitioner
+/// picks per record) when they do not share one non-empty key or the count is unknown (0).
+pub fn partition_for(records: &Records, partitions: i32) -> i32 {
+    if partitions <= 0 {
+        return partition::UNASSIGNED;
+    }
+    match records.shared_key() {
+        Some(key) => partition::consistent(key, partitions),
+        None => partition::UNASSIGNED,
+    }
+}
+
+/// Whether librdkafka settings keep the partitioner that [`partition::consistent`] computes
+/// for non-empty keys (`consistent_random`, the default, or `consistent`).
+pub fn computes_partitioner(client: &ClientConfig) -> bool {
+    matches!(
+        client.get("partitioner"),
+        None | Some("consistent_random") | Some("consistent")
+    )
 }
 
 /// The ingest producer.
@@ -240,6 +274,12 @@ pub struct Kafka {
     health: Arc<Health>,
     topic: String,
     produce_timeout: Duration,
+    /// The contacts topic's partition count from the latest successful [`Kafka::probe`];
+    /// 0 while unknown (then librdkafka partitions each record itself).
+    partitions: AtomicI32,
+    /// Whether the configured partitioner is the one [`partition::consistent`] computes; when
+    /// not, requests always leave partitioning to librdkafka.
+    computes_partition: bool,
 }
 
 impl std::fmt::Debug for Kafka {
@@ -247,6 +287,7 @@ impl std::fmt::Debug for Kafka {
         f.debug_struct("Kafka")
             .field("topic", &self.topic)
             .field("up", &self.health.is_up())
+            .field("partitions", &self.partitions())
             .finish()
     }
 }
@@ -259,6 +300,7 @@ impl Kafka {
     /// Like [`Kafka::new`] with other librdkafka settings (tests use a tiny queue).
     pub fn with_client_config(config: &Config, client: ClientConfig) -> Result<Kafka, KafkaError> {
         let health = Arc::new(Health::default());
+        let computes_partition = computes_partitioner(&client);
         let producer = client.create_with_context(Ctx {
             health: health.clone(),
         })?;
@@ -269,7 +311,31 @@ impl Kafka {
             health,
             topic: config.kafka.contacts_topic.clone(),
             produce_timeout: config.ingest.produce_timeout,
+            partitions: AtomicI32::new(0),
+            computes_partition,
         })
+    }
+
+    /// The contacts topic's partition count as last probed (0: not yet known).
+    pub fn partitions(&self) -> i32 {
+        self.partitions.load(Ordering::Relaxed)
+    }
+
+    /// Sets the partition count requests are partitioned over, as if a probe had seen
+    /// `partitions` (0: unknown). For tests; the tick task's probe overwrites it.
+    #[doc(hidden)]
+    pub fn assume_partitions(&self, partitions: i32) {
+        self.partitions.store(partitions, Ordering::Relaxed);
+    }
+
+    /// The partition `send_all` gives `records` (for a request: the partition librdkafka's
+    /// default partitioner picks for its person among the probed partitions), or
+    /// [`partition::UNASSIGNED`] when librdkafka is to choose per record.
+    pub fn partition_for(&self, records: &Records) -> i32 {
+        if !self.computes_partition {
+            return partition::UNASSIGNED;
+        }
+        partition_for(records, self.partitions())
     }
 
     pub fn health(&self) -> &Health {
@@ -283,8 +349,26 @@ impl Kafka {
         if !self.health.is_up() {
             return Err(ProduceError::Unreachable);
         }
+        let partition = self.partition_for(&records);
         let batch = Batch::of(records);
-        if let Err(NotEnqueued { failed, code, .. }) = self.producer.enqueue(&batch, 0) {
+        let mut enqueued = self.producer.enqueue_to(&batch, 0, partition);
+        let unknown = matches!(
+            enqueued,
+            Err(NotEnqueued {
+                code: RDKafkaErrorCode::UnknownPartition,
+                first: 0,
+                ..
+            })
+        );
+        if unknown && partition != partition::UNASSIGNED {
+            // Our probe saw more partitions than librdkafka's metadata has yet (partitions were
+            // added), or the topic was recreated smaller since the probe: nothing was enqueued,
+            // so let librdkafka's partitioner choose among the partitions it knows. Either way
+            // the partition count changed, which moves keys to other partitions with
+            // librdkafka's own partitioner too.
+            enqueued = self.producer.enqueue_to(&batch, 0, partition::UNASSIGNED);
+        }
+        if let Err(NotEnqueued { failed, code, .. }) = enqueued {
             // Records not enqueued will never be reported; the client retries all.
             batch.complete(failed, None);
             return Err(match code {
@@ -332,6 +416,12 @@ impl Kafka {
         if n == 0 {
             return Err("contacts topic has no partitions".into());
         }
+        // Requests' partitions follow this count from now on. A changed count moves keys to
+        // other partitions, exactly as it does with librdkafka's partitioner; while the two
+        // counts disagree (between librdkafka's metadata refresh and this probe, at most a
+        // tick interval), a request may land on the partition the other count picks, always
+        // a valid one (see `send_all`).
+        self.partitions.store(n, Ordering::Relaxed);
         Ok(n)
     }
 

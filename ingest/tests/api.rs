@@ -86,12 +86,17 @@ async fn pings_are_acknowledged_stamped_keyed_and_ticks_reach_every_partition() 
             "received_at stamped"
         );
         assert_eq!(p.device_id, format!("dev-{}", &p.person_id[7..]));
-        // One person's records stay on one partition.
+        // One person's records stay on one partition: the one librdkafka's default
+        // partitioner picks for the person (crc32 of the key modulo the partition count).
         assert_eq!(
             *partition_of
                 .entry(p.person_id.clone())
                 .or_insert(r.partition),
             r.partition
+        );
+        assert_eq!(
+            r.partition,
+            ingest::kafka::partition::consistent(p.person_id.as_bytes(), 3)
         );
     }
     let a: Vec<_> = pings

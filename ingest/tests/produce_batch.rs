@@ -3,12 +3,20 @@
 //! partition a per-record `send` of the same key picks; a full queue refuses the rest and
 //! returns their delivery opaques; every delivery report (success, failure, purge) releases
 //! the records' bytes; `Kafka::send_all` maps a full queue and a dead broker to errors (503).
+//!
+//! The explicit partition (`enqueue_to`, and `send_all` after a probe) is the one librdkafka's
+//! own partitioner picks on the real broker, for many keys and several partition counts, and
+//! follows a change of the count; a partition librdkafka does not know falls back to its
+//! partitioner.
 
 mod support;
 
 use ingest::kafka::native::{BatchProducer, NotEnqueued, RecordsOwner};
+use ingest::kafka::partition::{UNASSIGNED, consistent};
 use ingest::kafka::{Kafka, ProduceError, Records, producer_config};
 use rdkafka::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{
@@ -283,4 +291,280 @@ async fn send_all_refuses_on_a_full_queue_and_a_dead_broker() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     // A failed acknowledgement marks the producer unhealthy (requests get 503 until a probe).
     assert!(!kafka.health().is_up());
+}
+
+/// Keys shaped like the person ids we see (uuids), plain names, and odd bytes.
+fn many_keys(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| match i % 4 {
+            0 => format!("person-{i}").into_bytes(),
+            1 => format!(
+                "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                i * 2_654_435_761 % 4_294_967_291,
+                i % 65_536,
+                i % 4096,
+                i * 7 % 4096,
+                i * 1_000_003
+            )
+            .into_bytes(),
+            2 => format!("Jürgen {i} 日本").into_bytes(),
+            _ => vec![i as u8, 0, 0xff, (i >> 8) as u8, b'k'],
+        })
+        .collect()
+}
+
+/// Per key: the reference record's partition and the other records' `(partition, payload)`.
+type ByKey = std::collections::HashMap<Vec<u8>, (Option<i32>, Vec<(i32, Vec<u8>)>)>;
+
+/// Per key: the partition of the `reference` record (a per-record `send`: librdkafka's own
+/// choice) and the partitions and payloads of its other records, in topic order.
+fn by_key(read: &[(i32, Vec<u8>, Vec<u8>)]) -> ByKey {
+    let mut m: ByKey = Default::default();
+    for (p, k, v) in read {
+        let e = m.entry(k.clone()).or_default();
+        if v == b"reference" {
+            assert!(e.0.replace(*p).is_none(), "one reference per key");
+        } else {
+            e.1.push((*p, v.clone()));
+        }
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_partition_is_the_one_librdkafka_picks_for_the_key() {
+    const KEYS: usize = 240;
+    const PER_KEY: usize = 3;
+    for partitions in [1, 2, 3, 4, 6, 7, 12] {
+        let topic = unique_topic("explicit");
+        create_topic(&topic, partitions).await;
+        let config = config(&topic);
+        let t = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let (p, reports) = producer(&config, &[]);
+            let keys = many_keys(KEYS);
+            let mut owners = Vec::new();
+            for key in &keys {
+                // librdkafka's choice: a per-record send of the key, partitioner and all.
+                p.producer()
+                    .send(
+                        BaseRecord::<[u8], [u8], Arc<Owned>>::with_opaque_to(
+                            &t,
+                            Arc::new(Owned {
+                                records: Records::default(),
+                            }),
+                        )
+                        .key(key.as_slice())
+                        .payload(b"reference".as_slice()),
+                    )
+                    .map_err(|(e, _)| e)
+                    .expect("send");
+                // Ours: the whole batch to the partition we compute.
+                let mut r = Records::default();
+                for i in 0..PER_KEY {
+                    r.push_raw(key, |b| b.extend_from_slice(format!("{i}").as_bytes()));
+                }
+                let owner = Arc::new(Owned { records: r });
+                p.enqueue_to(&owner, 0, consistent(key, partitions))
+                    .expect("enqueued");
+                owners.push(owner);
+            }
+            p.producer().flush(Duration::from_secs(30)).expect("flush");
+            assert_eq!(reports.ok.load(Ordering::SeqCst), KEYS * (1 + PER_KEY));
+            assert!(reports.errors.lock().unwrap().is_empty());
+
+            let read = read_raw(&t, partitions, KEYS * (1 + PER_KEY));
+            assert_eq!(read.len(), KEYS * (1 + PER_KEY));
+            let m = by_key(&read);
+            let mut used = std::collections::BTreeSet::new();
+            for key in &keys {
+                let (reference, ours) = &m[key];
+                let reference = reference.expect("reference record");
+                assert_eq!(
+                    consistent(key, partitions),
+                    reference,
+                    "librdkafka put key {key:?} on another partition ({partitions} partitions)"
+                );
+                assert_eq!(ours.len(), PER_KEY);
+                for (i, (partition, payload)) in ours.iter().enumerate() {
+                    assert_eq!(*partition, reference, "key {key:?}");
+                    assert_eq!(payload.as_slice(), format!("{i}").as_bytes());
+                }
+                used.insert(reference);
+            }
+            assert_eq!(used.len(), partitions as usize, "keys spread over all");
+        })
+        .await
+        .unwrap();
+        delete_topic(&topic).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_partition_is_refused_whole_and_gives_every_record_back() {
+    let topic = unique_topic("unknown-partition");
+    create_topic(&topic, 2).await;
+    let config = config(&topic);
+    tokio::task::spawn_blocking(move || {
+        let (p, reports) = producer(&config, &[]);
+        // librdkafka knows the topic's metadata first.
+        p.producer()
+            .client()
+            .fetch_metadata(Some(&config.kafka.contacts_topic), Duration::from_secs(10))
+            .expect("metadata");
+        let owner = Arc::new(Owned {
+            records: records("person-u", 10),
+        });
+        assert_eq!(
+            p.enqueue_to(&owner, 0, 2),
+            Err(NotEnqueued {
+                failed: 10,
+                first: 0,
+                code: RDKafkaErrorCode::UnknownPartition,
+            })
+        );
+        assert_eq!(Arc::strong_count(&owner), 1);
+        p.enqueue_to(&owner, 0, UNASSIGNED).expect("enqueued");
+        p.producer().flush(Duration::from_secs(20)).expect("flush");
+        assert_eq!(reports.ok.load(Ordering::SeqCst), 10);
+        assert_eq!(Arc::strong_count(&owner), 1);
+    })
+    .await
+    .unwrap();
+    delete_topic(&topic).await;
+}
+
+/// A record of `key` through a fresh per-record producer: the partition librdkafka picks now.
+fn send_reference(topic: &str, keys: &[Vec<u8>]) {
+    let p: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    for key in keys {
+        p.send(
+            BaseRecord::to(topic)
+                .key(key.as_slice())
+                .payload(b"reference".as_slice()),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    }
+    p.flush(Duration::from_secs(20)).expect("flush");
+}
+
+async fn send_requests(kafka: &Kafka, keys: &[Vec<u8>], tag: &str) {
+    let sends = keys.iter().map(|key| {
+        let mut r = Records::default();
+        for i in 0..5 {
+            r.push_raw(key, |b| b.extend_from_slice(format!("{tag}{i}").as_bytes()));
+        }
+        kafka.send_all(r)
+    });
+    for r in futures::future::join_all(sends).await {
+        r.expect("acknowledged");
+    }
+}
+
+/// Checks every key's records tagged `tag` are on `want(key)`, in order.
+fn check_tagged(m: &ByKey, keys: &[Vec<u8>], tag: &str, want: impl Fn(&[u8]) -> i32) {
+    for key in keys {
+        let got: Vec<_> = m[key]
+            .1
+            .iter()
+            .filter(|(_, v)| v.starts_with(tag.as_bytes()))
+            .collect();
+        assert_eq!(got.len(), 5, "{tag} {key:?}");
+        for (i, (p, v)) in got.iter().enumerate() {
+            assert_eq!(*p, want(key), "{tag}: key {key:?}");
+            assert_eq!(v.as_slice(), format!("{tag}{i}").as_bytes());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_all_uses_the_probed_count_and_follows_its_change() {
+    const KEYS: usize = 60;
+    let topic = unique_topic("send-all-partition");
+    create_topic(&topic, 3).await;
+    let config = config(&topic);
+    let kafka = Arc::new(Kafka::new(&config).expect("producer"));
+    let keys = many_keys(KEYS);
+    kafka.health().set(true);
+
+    // Before any probe the count is unknown: librdkafka partitions (same partitions).
+    assert_eq!(kafka.partitions(), 0);
+    send_requests(&kafka, &keys, "a").await;
+
+    let probe = |k: Arc<Kafka>| async move {
+        tokio::task::spawn_blocking(move || k.probe(Duration::from_secs(5)))
+            .await
+            .unwrap()
+    };
+    assert_eq!(probe(kafka.clone()).await, Ok(3));
+    assert_eq!(kafka.partitions(), 3);
+    send_requests(&kafka, &keys, "b").await;
+
+    // Partitions added: until the next probe requests keep the count they know (a valid
+    // partition), then follow the new count like librdkafka's partitioner.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin");
+    for r in admin
+        .create_partitions(
+            &[NewPartitions::new(&topic, 6)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create partitions")
+    {
+        r.expect("partitions added");
+    }
+    send_requests(&kafka, &keys, "c").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while probe(kafka.clone()).await != Ok(6) {
+        assert!(Instant::now() < deadline, "probe never saw 6 partitions");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    send_requests(&kafka, &keys, "d").await;
+
+    // A count above librdkafka's (as after a topic was recreated smaller): a partition
+    // librdkafka does not know is refused, so its partitioner chooses; still acknowledged.
+    kafka.assume_partitions(64);
+    assert!(keys.iter().any(|k| consistent(k, 64) >= 6));
+    send_requests(&kafka, &keys, "e").await;
+    // A count below the real one: a valid partition, the one that count picks.
+    kafka.assume_partitions(2);
+    send_requests(&kafka, &keys, "f").await;
+
+    let t = topic.clone();
+    let k2 = keys.clone();
+    tokio::task::spawn_blocking(move || send_reference(&t, &k2))
+        .await
+        .unwrap();
+    let t = topic.clone();
+    let read = tokio::task::spawn_blocking(move || read_raw(&t, 6, KEYS * (6 * 5 + 1)))
+        .await
+        .unwrap();
+    assert_eq!(read.len(), KEYS * (6 * 5 + 1));
+    let m = by_key(&read);
+    for key in &keys {
+        // librdkafka's own choice with 6 partitions.
+        assert_eq!(m[key].0, Some(consistent(key, 6)), "reference of {key:?}");
+    }
+    check_tagged(&m, &keys, "a", |k| consistent(k, 3));
+    check_tagged(&m, &keys, "b", |k| consistent(k, 3));
+    check_tagged(&m, &keys, "c", |k| consistent(k, 3));
+    check_tagged(&m, &keys, "d", |k| consistent(k, 6));
+    // 64 partitions: where that is one of the 6, that partition; else librdkafka's choice.
+    check_tagged(&m, &keys, "e", |k| match consistent(k, 64) {
+        p if p < 6 => p,
+        _ => consistent(k, 6),
+    });
+    check_tagged(&m, &keys, "f", |k| consistent(k, 2));
+    assert!(
+        keys.iter().any(|k| consistent(k, 3) != consistent(k, 6)),
+        "the count change moved some keys"
+    );
+    delete_topic(&topic).await;
 }

@@ -6,9 +6,13 @@
 //! and a read lock), read the clock twice, and copied the payload. `rd_kafka_produce_batch`
 //! takes a topic handle held for the producer's life, reads the clock and the topic lock once
 //! per call, and (without `RD_KAFKA_MSG_F_COPY`) points at the payload instead of copying it.
-//! Records are still partitioned one by one by the configured partitioner (all records of a
-//! request share the person key, so they land in the same partition as before), with the same
-//! key, payload, timestamp and per-record delivery report.
+//! The same key, payload, timestamp and per-record delivery report as `producev`.
+//!
+//! Partition: [`BatchProducer::enqueue`] leaves it to librdkafka's partitioner, which then runs
+//! once per record (and looks the partition up once per record);
+//! [`BatchProducer::enqueue_to`] gives one explicit partition for the whole call, which
+//! librdkafka looks up once and appends every record to. Ingest passes the partition its own
+//! partitioner would pick for the request's one key (see [`super::partition`]).
 //!
 //! The payload is not copied, so it must outlive librdkafka's use of it. That is structural
 //! here: the bytes belong to a [`RecordsOwner`] behind an `Arc`, and every enqueued record's
@@ -24,8 +28,7 @@ use std::ffi::{CString, c_int, c_void};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-/// librdkafka's "let the partitioner choose" partition.
-const PARTITION_UA: i32 = -1;
+use super::partition::UNASSIGNED as PARTITION_UA;
 
 /// Something that owns serialized records and lives as long as any of them is in flight.
 pub trait RecordsOwner: Send + Sync + 'static {
@@ -107,9 +110,31 @@ impl<C: ProducerContext + 'static> BatchProducer<C> {
         &self.producer
     }
 
-    /// Enqueues records `from..` of `owner` in one call. Each enqueued record gets its own
-    /// delivery report carrying a clone of `owner`.
+    /// Enqueues records `from..` of `owner` in one call, each on the partition librdkafka's
+    /// partitioner picks for it. Each enqueued record gets its own delivery report carrying a
+    /// clone of `owner`.
     pub fn enqueue<T>(&self, owner: &Arc<T>, from: usize) -> Result<(), NotEnqueued>
+    where
+        T: RecordsOwner,
+        C: ProducerContext<DeliveryOpaque = Arc<T>>,
+    {
+        self.enqueue_to(owner, from, PARTITION_UA)
+    }
+
+    /// Like [`BatchProducer::enqueue`], every record on `partition` (or, for
+    /// [`PARTITION_UA`](super::partition::UNASSIGNED), on the partition librdkafka's
+    /// partitioner picks for it).
+    ///
+    /// A partition librdkafka does not know (at or above the partition count of its latest
+    /// metadata) refuses the whole call with `UnknownPartition` (`first` = `from`): librdkafka
+    /// looks an explicit partition up once per call. While librdkafka has no metadata for the
+    /// topic yet, it holds the records and assigns them once it has.
+    pub fn enqueue_to<T>(
+        &self,
+        owner: &Arc<T>,
+        from: usize,
+        partition: i32,
+    ) -> Result<(), NotEnqueued>
     where
         T: RecordsOwner,
         C: ProducerContext<DeliveryOpaque = Arc<T>>,
@@ -125,7 +150,7 @@ impl<C: ProducerContext + 'static> BatchProducer<C> {
                 rd::rd_kafka_message_t {
                     err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
                     rkt: std::ptr::null_mut(),
-                    partition: PARTITION_UA,
+                    partition,
                     payload: payload.as_ptr() as *mut c_void,
                     len: payload.len(),
                     key: key.as_ptr() as *mut c_void,
@@ -139,15 +164,10 @@ impl<C: ProducerContext + 'static> BatchProducer<C> {
         // SAFETY: `msgs` is a valid array of `count` messages; payload and key point into
         // `owner`'s buffer, which every enqueued message's opaque keeps alive until its
         // delivery report (flags 0: the payload is referenced, the key is copied); the topic
-        // handle is valid until `drop`.
+        // handle is valid until `drop`. librdkafka checks the partition itself (an unknown one
+        // is an error on every message, nothing enqueued).
         let good = unsafe {
-            rd::rd_kafka_produce_batch(
-                self.topic.as_ptr(),
-                PARTITION_UA,
-                0,
-                msgs.as_mut_ptr(),
-                count,
-            )
+            rd::rd_kafka_produce_batch(self.topic.as_ptr(), partition, 0, msgs.as_mut_ptr(), count)
         };
         if good == count {
             return Ok(());
