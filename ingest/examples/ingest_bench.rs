@@ -11,8 +11,11 @@
 //! line: pings_per_sec, p50_ms, p99_ms, errors, bare_producer_pings_per_sec, half_load_p99_ms.
 //!
 //! The bare producer enqueues each batch of records the way ingest does (one
-//! `rd_kafka_produce_batch` call, payload not copied), so it stays a floor for ingest's own
-//! produce path; `--bare-per-record` measures it with one `send` per record instead.
+//! `rd_kafka_produce_batch` call, payload not copied, on the partition librdkafka's default
+//! partitioner picks for the batch's person, computed once per batch from the topic's
+//! partition count), so it stays a floor for ingest's own produce path;
+//! `--bare-unassigned` leaves partitioning to librdkafka per record (ingest's path before the
+//! partition was computed), `--bare-per-record` uses one `send` per record.
 
 use clap::Parser;
 use common::Config;
@@ -67,6 +70,9 @@ struct Args {
     /// Bare producer: one `send` per record (copied) instead of one batch call per request.
     #[arg(long)]
     bare_per_record: bool,
+    /// Bare producer: one batch call per request, partitioned by librdkafka per record.
+    #[arg(long, conflicts_with = "bare_per_record")]
+    bare_unassigned: bool,
 }
 
 #[derive(Default)]
@@ -361,6 +367,7 @@ fn bare_producer(
     devices: usize,
     dur: Duration,
     per_record: bool,
+    unassigned: bool,
 ) -> f64 {
     let now = common::record::now_millis();
     let pings: Vec<PingIn> = (0..batch)
@@ -386,6 +393,17 @@ fn bare_producer(
             topic,
         )
         .expect("topic handle");
+        // The partition count, as ingest's probe learns it (before the clock starts).
+        let partitions = if unassigned {
+            0
+        } else {
+            let md = producer
+                .producer()
+                .client()
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .expect("metadata");
+            md.topics()[0].partitions().len() as i32
+        };
         let start = Instant::now();
         let mut sent = 0u64;
         let mut n = 0;
@@ -398,10 +416,12 @@ fn bare_producer(
                 &mut recs,
             );
             n += 1;
+            // Like `Kafka::send_all`: one partition for the request's person.
+            let partition = ingest::kafka::partition_for(&recs, partitions);
             let recs = Arc::new(recs);
             let mut from = 0;
             loop {
-                match producer.enqueue(&recs, from) {
+                match producer.enqueue_to(&recs, from, partition) {
                     Ok(()) => break,
                     // After a full queue every later record is refused too: retry from there.
                     Err(e) if e.code == RDKafkaErrorCode::QueueFull => {
@@ -585,16 +605,18 @@ async fn async_main(args: Args) {
     let pps = full.ok_pings as f64 / t0.elapsed().as_secs_f64();
 
     let cfg = config.clone();
-    let (batch, devices, dur, per_record) = (
+    let (batch, devices, dur, per_record, unassigned) = (
         args.batch,
         args.devices,
         args.duration,
         args.bare_per_record,
+        args.bare_unassigned,
     );
-    let bare =
-        tokio::task::spawn_blocking(move || bare_producer(&cfg, batch, devices, dur, per_record))
-            .await
-            .unwrap();
+    let bare = tokio::task::spawn_blocking(move || {
+        bare_producer(&cfg, batch, devices, dur, per_record, unassigned)
+    })
+    .await
+    .unwrap();
 
     let mut half = None;
     if !args.no_half_load && pps > 0.0 {
@@ -626,7 +648,13 @@ async fn async_main(args: Args) {
         "last_error": full.last_error.as_ref().or(half.as_ref().and_then(|h| h.last_error.as_ref())),
         "requests": full.lat_us.len(),
         "bare_producer_pings_per_sec": bare.round(),
-        "bare_producer": if args.bare_per_record { "send per record" } else { "batch per request" },
+        "bare_producer": if args.bare_per_record {
+            "send per record"
+        } else if args.bare_unassigned {
+            "batch per request, librdkafka partitions"
+        } else {
+            "batch per request, one partition"
+        },
         "ratio_to_bare": (pps / bare * 100.0).round() / 100.0,
         "half_load_pings_per_sec": half.as_ref().map(|h| (h.ok_pings as f64 / args.duration.min(Duration::from_secs(15)).as_secs_f64()).round()),
         "half_load_p50_ms": half.as_ref().map(|h| percentile(&h.lat_us, 0.50)),
