@@ -5,6 +5,9 @@
 //! - [`Stack`] — one isolated pipeline per test: its own topics, consumer groups,
 //!   transactional ids, ClickHouse database and ports, so tests run in parallel on one broker.
 //!   Services are child processes (so tests can `kill -9` them); they are killed on drop.
+//!   A test that passed ends with [`Stack::cleanup`] (database dropped, topics deleted); a
+//!   failing one returns or panics before it, so its topics, database and logs stay for
+//!   debugging. [`stale_test_topics`] finds what crashed runs left behind (`prune_topics`).
 //! - [`token`] — signs HS256 tokens the way a phone app's backend would.
 //! - [`ClickHouse`] — a tiny HTTP query client for assertions.
 //! - `tests/` — the end-to-end tests; `src/bin/` — fleet tools and benchmarks.
@@ -105,6 +108,7 @@ pub struct Stack {
     pub database: String,
     pub contacts_topic: String,
     pub events_topic: String,
+    pub changelog_topic: String,
     pub dead_letter_topic: String,
     pub log_dir: PathBuf,
     children: BTreeMap<(Service, usize), Child>,
@@ -136,7 +140,7 @@ impl Stack {
             ("LASTSEEN_KAFKA__BROKERS", kafka_brokers()),
             ("LASTSEEN_KAFKA__CONTACTS_TOPIC", contacts.clone()),
             ("LASTSEEN_KAFKA__EVENTS_TOPIC", events.clone()),
-            ("LASTSEEN_KAFKA__CHANGELOG_TOPIC", changelog),
+            ("LASTSEEN_KAFKA__CHANGELOG_TOPIC", changelog.clone()),
             ("LASTSEEN_KAFKA__DEAD_LETTER_TOPIC", dead.clone()),
             ("LASTSEEN_KAFKA__PARTITIONS", partitions.to_string()),
             ("LASTSEEN_CLICKHOUSE__URL", clickhouse_url()),
@@ -179,6 +183,7 @@ impl Stack {
             database,
             contacts_topic: contacts,
             events_topic: events,
+            changelog_topic: changelog,
             dead_letter_topic: dead,
             log_dir,
             children: BTreeMap::new(),
@@ -330,6 +335,29 @@ impl Stack {
     pub fn token(&self, person: &str, device: &str) -> String {
         token(TEST_SECRET, person, device)
     }
+
+    /// Every topic [`Stack::new`] created.
+    pub fn topics(&self) -> [&str; 4] {
+        [
+            &self.contacts_topic,
+            &self.events_topic,
+            &self.changelog_topic,
+            &self.dead_letter_topic,
+        ]
+    }
+
+    /// The end of a test that passed: kills the services, drops the database and deletes the
+    /// topics (each left-over partition slows every later broker start). Call it last, after
+    /// the assertions: a test that fails never gets here and keeps everything for debugging
+    /// (the logs in `log_dir` are always kept).
+    pub async fn cleanup(mut self) -> Result<()> {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.clickhouse().drop_database().await;
+        delete_topics(&self.topics()).await
+    }
 }
 
 impl Drop for Stack {
@@ -343,10 +371,7 @@ impl Drop for Stack {
 
 /// Creates topics `(name, partitions, compacted)` with replication 1, if absent.
 pub async fn create_topics(topics: &[(&str, i32, bool)]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .context("creating a Kafka admin client")?;
+    let admin = admin_client()?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, partitions, compacted)| {
@@ -370,6 +395,74 @@ pub async fn create_topics(topics: &[(&str, i32, bool)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deletes `topics` and waits until the controller has deleted them; topics that do not exist
+/// are not an error.
+pub async fn delete_topics(topics: &[&str]) -> Result<()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin = admin_client()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin
+        .delete_topics(topics, &opts)
+        .await
+        .context("deleting topics")?
+    {
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((t, e)) => bail!("deleting topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// The pid of the test process that created `topic`, if it is a harness topic
+/// (`e2e.<test>_<pid>_<nanos>.<kind>`, see [`Stack::new`] and [`unique`]).
+pub fn test_topic_pid(topic: &str) -> Option<u32> {
+    let (name, _kind) = topic.strip_prefix("e2e.")?.rsplit_once('.')?;
+    let mut parts = name.rsplit('_');
+    let nanos = parts.next()?;
+    let pid = parts.next()?;
+    parts.next()?; // the test's name (may itself contain `_`)
+    nanos.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Harness topics left behind by test processes that no longer run (a failed or crashed
+/// test): `e2e.*` topics whose creating pid is not alive. Topics of a running test (even one
+/// started by another user of the shared broker) are never listed; nor is anything that is
+/// not a harness topic (`lastseen.*`, other suites' topics).
+pub async fn stale_test_topics() -> Result<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    tokio::task::spawn_blocking(|| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka_brokers())
+            .create()
+            .context("creating a Kafka client")?;
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(30))
+            .context("listing topics")?;
+        Ok(md
+            .topics()
+            .iter()
+            .map(|t| t.name())
+            .filter(|t| {
+                test_topic_pid(t)
+                    .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            })
+            .map(str::to_string)
+            .collect())
+    })
+    .await?
+}
+
+fn admin_client() -> Result<AdminClient<DefaultClientContext>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .context("creating a Kafka admin client")
 }
 
 /// Minimal ClickHouse HTTP client for assertions (TSV in, TSV out).
@@ -543,4 +636,35 @@ pub async fn read_all_committed(topic: &str) -> Result<Vec<Vec<u8>>> {
         Ok(out)
     })
     .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_topic_pid_reads_the_harness_names_only() {
+        let name = unique("proc_crash");
+        let pid = std::process::id();
+        for kind in ["contacts", "events", "state", "dead-letter"] {
+            assert_eq!(test_topic_pid(&format!("e2e.{name}.{kind}")), Some(pid));
+        }
+        assert_eq!(
+            test_topic_pid("e2e.chaos_18984_157487756.events"),
+            Some(18984)
+        );
+        for other in [
+            "lastseen.contacts",
+            "lastseen-promcheck.events",
+            "test.ingest.schemathesis",
+            "sink_chrestart_26774_968043997.contacts",
+            "e2e.chaos.events",
+            "e2e.chaos_x_1.events",
+            "e2e.18984_157487756.events",
+            "e2e.chaos_18984_157487756",
+            "bench.contacts.123.456",
+        ] {
+            assert_eq!(test_topic_pid(other), None, "{other}");
+        }
+    }
 }

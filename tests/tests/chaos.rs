@@ -177,6 +177,6 @@ async fn chaos_loses_nothing_duplicates_nothing() -> anyhow::Result<()> {
         report.persons
     );
     stack.check_alive()?;
-    stack.clickhouse().drop_database().await;
+    stack.cleanup().await?;
     Ok(())
 }

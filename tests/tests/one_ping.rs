@@ -87,6 +87,6 @@ async fn registration_and_ping_come_out_the_other_side() -> anyhow::Result<()> {
         .await?;
     assert_eq!(events, 1, "person_events rows");
     stack.check_alive()?;
-    ch.drop_database().await;
+    stack.cleanup().await?;
     Ok(())
 }

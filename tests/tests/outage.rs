@@ -166,6 +166,6 @@ async fn ingest_outage_longer_than_deregistration_deregisters_no_one() -> anyhow
         .await?;
     assert_eq!(got, want, "acknowledged pings stored");
     stack.check_alive()?;
-    ch.drop_database().await;
+    stack.cleanup().await?;
     Ok(())
 }

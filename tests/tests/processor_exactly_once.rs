@@ -233,6 +233,7 @@ async fn kill_dash_nine_twenty_times_loses_and_duplicates_nothing() -> anyhow::R
     assert!(kills >= 20, "only {kills} kills");
     stack.wait_ready(&url, Duration::from_secs(60)).await?;
     caught_up_and_equal(&stack, &want, Duration::from_secs(180)).await?;
+    stack.cleanup().await?;
     Ok(())
 }
 
@@ -258,6 +259,7 @@ async fn scaling_out_and_in_mid_stream_keeps_events_exact() -> anyhow::Result<()
     }
     caught_up_and_equal(&stack, &want, Duration::from_secs(180)).await?;
     stack.check_alive()?;
+    stack.cleanup().await?;
     Ok(())
 }
 
@@ -295,5 +297,6 @@ async fn sigterm_commits_the_open_transaction_and_exits() -> anyhow::Result<()> 
         .map(|(k, n)| n.saturating_sub(*want.get(k).unwrap_or(&0)))
         .sum();
     assert_eq!((missing, extra), (0, 0), "events after a graceful shutdown");
+    stack.cleanup().await?;
     Ok(())
 }

@@ -339,7 +339,7 @@ async fn bench(a: Args) -> Result<()> {
     for s in [Service::Ingest, Service::Processor, Service::Sink] {
         let _ = stack.terminate(s, 0, Duration::from_secs(10));
     }
-    ch.drop_database().await;
+    stack.cleanup().await?;
     println!("{json}");
     Ok(())
 }
