@@ -351,6 +351,17 @@ mod tests {
     fn run(cs: &[Contact]) -> Expected {
         expect(cs, &Faults::default(), &P, None)
     }
+    /// Requests refused at once every 100 ms from `from` to `to` (the platform was down).
+    fn refused(from: i64, to: i64) -> Vec<Failure> {
+        (from..=to)
+            .step_by(100)
+            .map(|t| Failure {
+                sent: t,
+                failed: t + 1,
+                immediate: true,
+            })
+            .collect()
+    }
 
     #[test]
     fn regular_pinger_gets_only_registered() {
@@ -450,13 +461,7 @@ mod tests {
             ping(31_000),
             ping(33_000),
         ];
-        let failures: Vec<Failure> = (0..=200)
-            .map(|i| Failure {
-                sent: 10_000 + i * 100,
-                failed: 10_000 + i * 100 + 1,
-                immediate: true,
-            })
-            .collect();
+        let failures = refused(10_000, 30_000);
         let f = Faults::from_failures(&failures, 1000, 250);
         assert_eq!(f.certain.len(), 1);
         let e = expect(&cs, &f, &P, None);
@@ -523,13 +528,7 @@ mod tests {
         // A steady pinger; one upload is sent just before a 15 s outage and acknowledged after
         // it (its stamp may lie on either side). Before the outage: 2 s of silence at most;
         // after it: 2 s plus what the outage leaves (one tick). Neither is near a threshold.
-        let failures: Vec<Failure> = (0..=150)
-            .map(|i| Failure {
-                sent: 10_000 + i * 100,
-                failed: 10_000 + i * 100 + 1,
-                immediate: true,
-            })
-            .collect();
+        let failures = refused(10_000, 25_000);
         let f = Faults::from_failures(&failures, 1000, 250);
         let cs = [
             reg(0, "A"),
