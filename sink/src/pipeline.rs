@@ -345,7 +345,9 @@ pub(crate) fn consumer_config(config: &Config) -> rdkafka::ClientConfig {
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", "5000")
         .set("fetch.max.bytes", "104857600")
-        .set("max.partition.fetch.bytes", "16777216")
+        // `max.partition.fetch.bytes` stays at librdkafka's 1 MiB: with 16 MiB the sink spent
+        // 0.3-1.1 CPU-s more per 2M rows (fresh 16 MiB buffers faulted in per fetch) and its
+        // first rows landed ~0.4 s later (docs/BENCHMARKS.md, sink, 17:16 runs).
         .set("queued.max.messages.kbytes", "65536")
         // A fetch for partitions that have nothing waits at most this long on the broker. The
         // default (500 ms) also delays the first data after every assignment: the first fetch
