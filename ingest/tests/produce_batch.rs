@@ -264,7 +264,11 @@ fn a_full_queue_refuses_the_rest_and_every_report_releases_the_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_all_refuses_on_a_full_queue_and_a_dead_broker() {
     let mut config = config("test.ingest.unreachable");
-    config.kafka.brokers = "127.0.0.1:1".into();
+    // A broker that accepts connections and never answers. A refused port would make
+    // librdkafka report "all brokers down" at once, which marks the producer unhealthy and
+    // turns the timeout below into `Unreachable` whenever that report beats `send_all`.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+    config.kafka.brokers = silent.local_addr().expect("bound").to_string();
     config.ingest.produce_timeout = Duration::from_secs(2);
 
     // A full queue: refused at once, nothing acknowledged.
