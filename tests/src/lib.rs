@@ -90,11 +90,36 @@ pub fn bin_dir() -> PathBuf {
     target.join("debug")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+/// A free loopback port for a service to listen on, picked *below* the kernel's ephemeral
+/// range. A port from `bind(0)` lies inside that range, so between being picked here and
+/// being bound by the service it can be taken as the local port of an outgoing connection
+/// (any Kafka client's on this machine), and the service then fails to start with "address
+/// in use" (seen in CI: a processor exiting at start-up).
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Where this process tries next: a random start, so concurrent test processes rarely
+    // meet, then sequential, so one process never hands out the same port twice.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FLOOR: u32 = 10_000;
+    let top = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&lo| lo > FLOOR + 1_000 && lo <= 65_536)
+        .unwrap_or(32_768);
+    let span = top - FLOOR;
+    let _ = NEXT.compare_exchange(
+        0,
+        rand::random_range(1..=span),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = FLOOR + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port in {FLOOR}..{top}")
 }
 
 /// One isolated pipeline: topics, database, ports and the service processes.
@@ -211,7 +236,10 @@ impl Stack {
                 cmd.env_remove(&k);
             }
         }
-        cmd.envs(&self.env)
+        // An error that ends a service is printed without anyhow's backtrace, which would
+        // push the error itself out of the log tail that `check_alive` reports.
+        cmd.env("RUST_LIB_BACKTRACE", "0")
+            .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -278,8 +306,14 @@ impl Stack {
                     std::fs::read_to_string(self.log_dir.join(format!("{}-{n}.log", svc.binary())))
                         .unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                // The error a service ended with (`main`'s `Error: ...`), in case a panic's
+                // backtrace pushed it out of the tail.
+                let error = log
+                    .lines()
+                    .rfind(|l| l.starts_with("Error: ") || l.contains("panicked at"))
+                    .unwrap_or("(no error line)");
                 bail!(
-                    "{}-{n} exited with {status}; log tail:\n{}",
+                    "{}-{n} exited with {status}: {error}\nlog tail:\n{}",
                     svc.binary(),
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );

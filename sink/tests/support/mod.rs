@@ -29,13 +29,8 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// A free loopback port outside the kernel's ephemeral range (see [`e2e::free_port`]).
+pub use e2e::free_port;
 
 impl Env {
     pub async fn new(prefix: &str) -> Env {
