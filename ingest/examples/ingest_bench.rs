@@ -16,6 +16,10 @@
 //! partition count), so it stays a floor for ingest's own produce path;
 //! `--bare-unassigned` leaves partitioning to librdkafka per record (ingest's path before the
 //! partition was computed), `--bare-per-record` uses one `send` per record.
+//!
+//! `--producer-set KEY=VALUE` (repeatable) overrides one of ingest's librdkafka producer
+//! settings for the in-process ingest and the bare producer alike (e.g. `linger.ms=2`), to
+//! measure a setting without changing ingest's defaults; the JSON line lists the overrides.
 
 use clap::Parser;
 use common::Config;
@@ -73,6 +77,26 @@ struct Args {
     /// Bare producer: one batch call per request, partitioned by librdkafka per record.
     #[arg(long, conflicts_with = "bare_per_record")]
     bare_unassigned: bool,
+    /// A librdkafka producer setting `KEY=VALUE` applied over ingest's own settings, to the
+    /// in-process ingest and the bare producer alike (repeatable; e.g. `linger.ms=2`).
+    #[arg(long = "producer-set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    producer_set: Vec<(String, String)>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+/// Ingest's producer settings with the benchmark's overrides.
+fn producer_settings(config: &Config, overrides: &[(String, String)]) -> ClientConfig {
+    let mut c = producer_config(config);
+    for (k, v) in overrides {
+        c.set(k, v);
+    }
+    c
 }
 
 #[derive(Default)]
@@ -363,6 +387,7 @@ impl ProducerContext for BareCtx {
 /// The floor: the same serialized records through a bare producer with ingest's settings.
 fn bare_producer(
     config: &Config,
+    overrides: &[(String, String)],
     batch: usize,
     devices: usize,
     dur: Duration,
@@ -387,7 +412,7 @@ fn bare_producer(
     let topic = &config.kafka.contacts_topic;
     if !per_record {
         let producer = BatchProducer::new(
-            producer_config(config)
+            producer_settings(config, overrides)
                 .create_with_context(BareCtx)
                 .expect("producer"),
             topic,
@@ -439,8 +464,9 @@ fn bare_producer(
             .expect("flush");
         return sent as f64 / start.elapsed().as_secs_f64();
     }
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        producer_config(config).create().expect("producer");
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_settings(config, overrides)
+        .create()
+        .expect("producer");
     let start = Instant::now();
     let mut sent = 0u64;
     let mut recs = Records::with_capacity(batch);
@@ -536,6 +562,7 @@ async fn async_main(args: Args) {
             let addr = listener.local_addr().unwrap();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let cfg = config.clone();
+            let producer = producer_settings(&config, &args.producer_set);
             let handle = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -545,7 +572,7 @@ async fn async_main(args: Args) {
                     .unwrap();
                 rt.block_on(async move {
                     let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                    ingest::run(l, cfg, async {
+                    ingest::run_with_producer(l, cfg, producer, async {
                         let _ = rx.await;
                     })
                     .await
@@ -605,6 +632,7 @@ async fn async_main(args: Args) {
     let pps = full.ok_pings as f64 / t0.elapsed().as_secs_f64();
 
     let cfg = config.clone();
+    let overrides = args.producer_set.clone();
     let (batch, devices, dur, per_record, unassigned) = (
         args.batch,
         args.devices,
@@ -613,7 +641,9 @@ async fn async_main(args: Args) {
         args.bare_unassigned,
     );
     let bare = tokio::task::spawn_blocking(move || {
-        bare_producer(&cfg, batch, devices, dur, per_record, unassigned)
+        bare_producer(
+            &cfg, &overrides, batch, devices, dur, per_record, unassigned,
+        )
     })
     .await
     .unwrap();
@@ -659,6 +689,7 @@ async fn async_main(args: Args) {
         "half_load_pings_per_sec": half.as_ref().map(|h| (h.ok_pings as f64 / args.duration.min(Duration::from_secs(15)).as_secs_f64()).round()),
         "half_load_p50_ms": half.as_ref().map(|h| percentile(&h.lat_us, 0.50)),
         "half_load_p99_ms": half.as_ref().map(|h| percentile(&h.lat_us, 0.99)),
+        "producer_overrides": args.producer_set.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         "concurrency": args.concurrency,
         "devices": args.devices,
         "batch": args.batch,

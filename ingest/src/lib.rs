@@ -506,8 +506,20 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let producer = kafka::producer_config(&config);
+    run_with_producer(listener, config, producer, shutdown).await
+}
+
+/// [`run`] with these librdkafka producer settings instead of [`kafka::producer_config`]'s
+/// (the benchmark uses it to try other settings on ingest and its floor alike).
+pub async fn run_with_producer(
+    listener: TcpListener,
+    config: Config,
+    producer: rdkafka::ClientConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let verifier = Verifier::from_config(&config.auth)?;
-    let kafka = Arc::new(Kafka::new(&config)?);
+    let kafka = Arc::new(Kafka::with_client_config(&config, producer)?);
     let metrics = Arc::new(Metrics::new());
     let ready = Readiness::default();
     let app = Arc::new(App {
