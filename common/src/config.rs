@@ -164,6 +164,8 @@ pub struct SinkConfig {
     /// Longest wait of a batch's oldest record.
     #[serde(with = "duration_str")]
     pub max_delay: Duration,
+    /// Most a batch's limits grow (doubling per batch) while the sink is behind.
+    pub catch_up_factor: usize,
     /// Raw ping retention.
     #[serde(with = "duration_str")]
     pub pings_retention: Duration,
@@ -399,6 +401,9 @@ impl Config {
         }
         if self.processor.commit_interval.is_zero() {
             p.push("processor.commit_interval: must be greater than zero".into());
+        }
+        if self.sink.catch_up_factor == 0 {
+            p.push("sink.catch_up_factor: must be at least 1".into());
         }
         if self.sink.max_rows == 0 {
             p.push("sink.max_rows: must be at least 1".into());

@@ -78,6 +78,8 @@ async fn main() {
     // Batch limits: the configured defaults unless given.
     config.sink.max_rows = arg("--max-rows", config.sink.max_rows as u64) as usize;
     config.sink.max_bytes = arg("--max-bytes", config.sink.max_bytes as u64) as usize;
+    config.sink.catch_up_factor =
+        arg("--catch-up-factor", config.sink.catch_up_factor as u64) as usize;
     common::telemetry::init_logging(&config.log);
 
     // Topics.
@@ -277,6 +279,7 @@ async fn main() {
         "avg_payload_bytes": payload_bytes / rows.max(1),
         "partitions": partitions,
         "max_rows": config.sink.max_rows,
+        "catch_up_factor": config.sink.catch_up_factor,
         "compression": config.clickhouse.compression,
         // CPU-seconds spent during the sink phase by this process (the sink), by
         // clickhouse-server and by the Kafka broker; and by clickhouse-server during the bulk

@@ -40,6 +40,10 @@ const DRAIN: usize = 1024;
 /// The pings insert body goes out in chunks of this size.
 const CHUNK: usize = 1 << 20;
 
+/// While catching up, a batch is written once no record has arrived for this long: the
+/// backlog is read, and waiting out `sink.max_delay` would only delay the last rows.
+const CAUGHT_UP_IDLE: Duration = Duration::from_millis(30);
+
 /// Consumer context: pauses newly assigned partitions while the sink is back-pressured, and
 /// turns librdkafka statistics into the lag gauge.
 pub(crate) struct SinkContext {
@@ -140,12 +144,12 @@ impl Batch {
         self.records == 0
     }
 
-    fn full(&self, cfg: &SinkConfig) -> bool {
-        self.records >= cfg.max_rows || self.bytes >= cfg.max_bytes
+    fn full(&self, limits: &Limits) -> bool {
+        self.records >= limits.rows() || self.bytes >= limits.bytes()
     }
 
-    fn due(&self, cfg: &SinkConfig) -> bool {
-        self.full(cfg) || self.started.is_some_and(|s| s.elapsed() >= cfg.max_delay)
+    fn due(&self, limits: &Limits, max_delay: Duration) -> bool {
+        self.full(limits) || self.started.is_some_and(|s| s.elapsed() >= max_delay)
     }
 
     /// Insert deduplication token for `table`: derived from the topic/partition/offset ranges,
@@ -165,6 +169,53 @@ impl Batch {
             feed(*b);
         }
         format!("lastseen-sink-{table}-{h:016x}")
+    }
+}
+
+/// The limits of the batch being filled: `sink.max_rows` and `sink.max_bytes` times a scale
+/// that doubles with each batch that reached its limits (records were waiting: the sink is
+/// behind), up to `sink.catch_up_factor`, and returns to 1 with the first batch written
+/// because of `sink.max_delay` (caught up). After a backlog (a restart, a ClickHouse outage,
+/// a burst) the sink so writes fewer, larger inserts, and ClickHouse merges fewer parts;
+/// while it keeps up, batches stay as configured.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    max_rows: usize,
+    max_bytes: usize,
+    factor: usize,
+    scale: usize,
+}
+
+impl Limits {
+    pub fn new(cfg: &SinkConfig) -> Limits {
+        Limits {
+            max_rows: cfg.max_rows,
+            max_bytes: cfg.max_bytes,
+            factor: cfg.catch_up_factor.max(1),
+            scale: 1,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.max_rows.saturating_mul(self.scale)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.max_bytes.saturating_mul(self.scale)
+    }
+
+    /// Whether the limits are raised (the last batch written had reached its limits).
+    pub fn catching_up(&self) -> bool {
+        self.scale > 1
+    }
+
+    /// Called as a batch goes to the writer: `reached` = it had reached its limits.
+    pub fn written(&mut self, reached: bool) {
+        self.scale = if reached {
+            (self.scale * 2).min(self.factor)
+        } else {
+            1
+        };
     }
 }
 
@@ -394,24 +445,32 @@ pub(crate) async fn deliver(
     tracing::info!(contacts = %topics[0], events = %topics[1], group = %cfg.group_id, "sink consuming");
 
     let mut batch = Batch::default();
+    let mut limits = Limits::new(&cfg);
     let mut inflight: Option<JoinHandle<(Batch, bool)>> = None;
     let mut spare: Option<Batch> = None;
     let mut committed: HashMap<(u8, i32), i64> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_health = Instant::now();
+    let mut last_record = Instant::now();
     let mut stopping = *shutdown.borrow();
 
     loop {
         // Start a write when the current batch is due and nothing is in flight.
-        if inflight.is_none() && (batch.due(&cfg) || (stopping && !batch.is_empty())) {
+        let backlog_read = limits.catching_up() && last_record.elapsed() >= CAUGHT_UP_IDLE;
+        if inflight.is_none()
+            && (batch.due(&limits, cfg.max_delay)
+                || (!batch.is_empty() && (stopping || backlog_read)))
+        {
             let b = std::mem::replace(&mut batch, spare.take().unwrap_or_default());
             tracing::debug!(
                 records = b.records,
                 bytes = b.bytes,
                 age_ms = b.started.map(|s| s.elapsed().as_millis()),
+                limit_rows = limits.rows(),
                 "writing batch"
             );
+            limits.written(b.full(&limits));
             let w = writer.clone();
             let rx = shutdown.clone();
             let mut b = b;
@@ -426,7 +485,7 @@ pub(crate) async fn deliver(
         // insert timeout); once a write has failed we pause the partitions and keep polling,
         // so the consumer stays in its group however long ClickHouse is down. (Pausing purges
         // librdkafka's prefetched messages, so it is not used on the fast path.)
-        let blocked = inflight.is_some() && batch.full(&cfg);
+        let blocked = inflight.is_some() && batch.full(&limits);
         let failing = writer.failing.load(Ordering::SeqCst);
         let want_pause = blocked && failing;
         if want_pause != paused.load(Ordering::SeqCst) {
@@ -478,10 +537,11 @@ pub(crate) async fn deliver(
                         Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
                     }
                     taken += 1;
-                    if taken < DRAIN && !batch.full(&cfg) {
+                    if taken < DRAIN && !batch.full(&limits) {
                         next = consumer.recv().now_or_never();
                     }
                 }
+                last_record = Instant::now();
                 if taken == DRAIN {
                     // librdkafka's queue never makes this task wait while it has records, so
                     // give the worker to the others: the write task just spawned sits in this
@@ -682,6 +742,52 @@ mod tests {
         assert_eq!(d, vec![100, 200, 350, 350]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn limits_double_while_behind_and_reset_when_caught_up() {
+        let cfg = SinkConfig {
+            max_rows: 100,
+            max_bytes: 1000,
+            catch_up_factor: 8,
+            ..Config::defaults().sink
+        };
+        let mut l = Limits::new(&cfg);
+        let mut seen = vec![(l.rows(), l.bytes())];
+        for _ in 0..5 {
+            l.written(true);
+            seen.push((l.rows(), l.bytes()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (100, 1000),
+                (200, 2000),
+                (400, 4000),
+                (800, 8000),
+                (800, 8000),
+                (800, 8000)
+            ]
+        );
+        l.written(false);
+        assert_eq!((l.rows(), l.bytes()), (100, 1000));
+
+        // A batch is full at the current limits, not the configured ones.
+        let mut b = Batch::default();
+        for o in 0..150 {
+            b.note(Source::Contacts, 0, o, 1);
+        }
+        assert!(b.full(&Limits::new(&cfg)));
+        l.written(true);
+        assert!(!b.full(&l));
+
+        // A factor of 1 keeps the configured limits.
+        let mut fixed = Limits::new(&SinkConfig {
+            catch_up_factor: 1,
+            ..cfg
+        });
+        fixed.written(true);
+        assert_eq!((fixed.rows(), fixed.bytes()), (100, 1000));
     }
 
     #[test]
