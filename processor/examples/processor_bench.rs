@@ -74,6 +74,17 @@ async fn create_topic(brokers: &str, name: &str, partitions: i32, compact: bool)
     r[0].as_ref().expect("topic created");
 }
 
+/// Deletes the bench's topics: left behind, every partition slows each later broker start.
+async fn delete_topics(brokers: &str, names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin");
+    if let Err(e) = admin.delete_topics(names, &AdminOptions::new()).await {
+        eprintln!("could not delete the bench topics {names:?}: {e}");
+    }
+}
+
 fn producer(brokers: &str) -> BaseProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -155,6 +166,7 @@ async fn restore_bench(brokers: &str, persons: u64) -> serde_json::Value {
         .expect("restore");
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(restored.persons(), persons, "every person restored");
+    delete_topics(brokers, &[&topic]).await;
     serde_json::json!({
         "bench": "processor_restore",
         "persons": persons,
@@ -284,6 +296,7 @@ async fn throughput_bench(
     create_topic(brokers, &cfg.kafka.dead_letter_topic, 1, false).await;
     let group = cfg.processor.group_id.clone();
     let commit_ms = cfg.processor.commit_interval.as_millis() as u64;
+    let cfg_topics = cfg.kafka.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -329,6 +342,17 @@ async fn throughput_bench(
     let steady = (total - n_first) as f64 / t_first.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
     svc.await.expect("join").expect("service");
+    let k = &cfg_topics;
+    delete_topics(
+        brokers,
+        &[
+            &topic,
+            &k.events_topic,
+            &k.changelog_topic,
+            &k.dead_letter_topic,
+        ],
+    )
+    .await;
     let processed = steady;
     serde_json::json!({
         "bench": "processor_throughput",
