@@ -575,7 +575,19 @@ pub fn restore(cfg: &Config, p: i32, metrics: &Metrics) -> Result<Detector, Serv
         .create()?;
     // The high watermark as of now: everything before it was committed or aborted by an
     // earlier owner (a fenced one's open transaction blocks read_committed until it ends).
-    let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+    // Retried until the restore deadline: right after a topic is created or a broker
+    // restarts, the leader may not be known for a moment, and exiting on that would only
+    // restart the processor into the same wait.
+    let (low, high) = loop {
+        match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+            Ok(w) => break w,
+            Err(e) if started.elapsed() < RESTORE_TIMEOUT => {
+                tracing::warn!(partition = p, error = %e, "changelog watermarks not available yet; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(err(format!("watermarks: {e}"))),
+        }
+    };
     let mut records = 0u64;
     let mut clock: Option<Vec<u8>> = None;
     if high > low {
@@ -617,7 +629,12 @@ pub fn restore(cfg: &Config, p: i32, metrics: &Metrics) -> Result<Detector, Serv
                         }
                     }
                 }
-                Some(Err(e)) => return Err(e.into()),
+                // librdkafka reports transient conditions (a broker connection lost, a leader
+                // moving) as consumer errors and recovers by itself; the deadline above bounds
+                // how long we wait for it.
+                Some(Err(e)) => {
+                    tracing::warn!(partition = p, error = %e, "changelog consumer error during restore; continuing");
+                }
             }
         }
     }
