@@ -5,7 +5,7 @@
 //!   was confirmed by ClickHouse, or the record was a tick, or its dead letter was acknowledged.
 //! - At most one batch is being written while the next one fills. Commits happen in batch order.
 //! - Batch limits grow (doubling, up to `sink.catch_up_factor`) while the sink is behind and
-//!   return to the configured ones once a batch is cut by `max_delay` ([`Limits`]).
+//!   return to the configured ones once a batch is cut by `max_delay` (`Limits`).
 //! - A failed insert is retried (same rows, same dedup token) with exponential backoff, for
 //!   ever; meanwhile the next batch fills up to its limits, then the partitions are paused
 //!   (the consumer keeps polling so it stays in the group) until the write succeeds. On the
