@@ -411,7 +411,7 @@ fn bare_producer(
         .collect();
     let topic = &config.kafka.contacts_topic;
     if !per_record {
-        let producer = BatchProducer::new(
+        let producer: BatchProducer<BareCtx> = BatchProducer::new(
             producer_settings(config, overrides)
                 .create_with_context(BareCtx)
                 .expect("producer"),

@@ -14,11 +14,11 @@ pub mod partition;
 use crate::metrics::Metrics;
 use common::Config;
 use common::record::Tick;
-use native::{BatchProducer, NotEnqueued, RecordsOwner};
+use native::{BatchProducer, EventPump, NotEnqueued, RecordsOwner};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -270,7 +270,9 @@ pub fn computes_partitioner(client: &ClientConfig) -> bool {
 
 /// The ingest producer.
 pub struct Kafka {
-    producer: BatchProducer<Ctx>,
+    producer: Arc<BatchProducer<Ctx, BaseProducer<Ctx>>>,
+    /// Stops the task (or, outside a runtime, the thread) serving the producer's events.
+    events: tokio_util::sync::CancellationToken,
     health: Arc<Health>,
     topic: String,
     produce_timeout: Duration,
@@ -301,13 +303,18 @@ impl Kafka {
     pub fn with_client_config(config: &Config, client: ClientConfig) -> Result<Kafka, KafkaError> {
         let health = Arc::new(Health::default());
         let computes_partition = computes_partitioner(&client);
-        let producer = client.create_with_context(Ctx {
+        let producer: BaseProducer<Ctx> = client.create_with_context(Ctx {
             health: health.clone(),
         })?;
-        let producer = BatchProducer::new(producer, &config.kafka.contacts_topic)
-            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+        let producer = Arc::new(
+            BatchProducer::new(producer, &config.kafka.contacts_topic)
+                .map_err(|e| KafkaError::ClientCreation(e.to_string()))?,
+        );
+        let events = tokio_util::sync::CancellationToken::new();
+        serve_events(&producer, events.clone());
         Ok(Kafka {
             producer,
+            events,
             health,
             topic: config.kafka.contacts_topic.clone(),
             produce_timeout: config.ingest.produce_timeout,
@@ -450,6 +457,38 @@ impl Kafka {
     /// Waits up to `timeout` for every queued record to be delivered.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.producer().flush(timeout)
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        self.events.cancel();
+    }
+}
+
+/// Serves the producer's events (delivery reports complete requests' batches) until `stop`:
+/// on the current async runtime with an [`EventPump`], or, outside one, on a thread polling
+/// every 100 ms like rust-rdkafka's `ThreadedProducer`.
+fn serve_events(
+    producer: &Arc<BatchProducer<Ctx, BaseProducer<Ctx>>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            let pump = EventPump::new(producer.clone());
+            rt.spawn(pump.run(stop));
+        }
+        Err(_) => {
+            let producer = producer.clone();
+            std::thread::Builder::new()
+                .name("ingest-kafka-events".into())
+                .spawn(move || {
+                    while !stop.is_cancelled() {
+                        producer.producer().poll(Duration::from_millis(100));
+                    }
+                })
+                .expect("spawn the producer's event thread");
+        }
     }
 }
 

@@ -21,7 +21,7 @@
 
 use super::Records;
 use rdkafka::bindings as rd;
-use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::IntoOpaque;
 use std::ffi::{CString, c_int, c_void};
@@ -65,27 +65,31 @@ pub enum TopicError {
 
 /// A producer with a topic handle held for its whole life, enqueueing a request's records in
 /// one call.
-pub struct BatchProducer<C: ProducerContext + 'static> {
+///
+/// `P` is the rust-rdkafka producer: a [`ThreadedProducer`] (delivery reports served by its own
+/// polling thread) or a [`BaseProducer`] whose reports an [`EventPump`] serves.
+pub struct BatchProducer<C: ProducerContext + 'static, P: Producer<C> = ThreadedProducer<C>> {
     topic: NonNull<rd::rd_kafka_topic_t>,
-    producer: ThreadedProducer<C>,
+    producer: P,
+    _context: std::marker::PhantomData<fn() -> C>,
 }
 
 // SAFETY: librdkafka topic handles are thread-safe (all their state is behind librdkafka's own
 // locks), and the handle is only used through `rd_kafka_produce_batch` and destroyed once.
-unsafe impl<C: ProducerContext + 'static> Send for BatchProducer<C> {}
+unsafe impl<C: ProducerContext + 'static, P: Producer<C> + Send> Send for BatchProducer<C, P> {}
 // SAFETY: as above; `&self` methods only pass the handle to thread-safe librdkafka calls.
-unsafe impl<C: ProducerContext + 'static> Sync for BatchProducer<C> {}
+unsafe impl<C: ProducerContext + 'static, P: Producer<C> + Sync> Sync for BatchProducer<C, P> {}
 
-impl<C: ProducerContext + 'static> std::fmt::Debug for BatchProducer<C> {
+impl<C: ProducerContext + 'static, P: Producer<C>> std::fmt::Debug for BatchProducer<C, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchProducer").finish_non_exhaustive()
     }
 }
 
-impl<C: ProducerContext + 'static> BatchProducer<C> {
+impl<C: ProducerContext + 'static, P: Producer<C>> BatchProducer<C, P> {
     /// Takes a topic handle for `topic` on `producer` (the same topic object and topic
     /// configuration that a `send` to that topic name uses).
-    pub fn new(producer: ThreadedProducer<C>, topic: &str) -> Result<Self, TopicError> {
+    pub fn new(producer: P, topic: &str) -> Result<Self, TopicError> {
         let name = CString::new(topic).map_err(|_| TopicError::Name)?;
         // SAFETY: the client pointer is valid while `producer` lives; a null configuration
         // means the producer's default topic configuration; the name is copied.
@@ -97,7 +101,11 @@ impl<C: ProducerContext + 'static> BatchProducer<C> {
             )
         };
         match NonNull::new(rkt) {
-            Some(topic) => Ok(BatchProducer { topic, producer }),
+            Some(topic) => Ok(BatchProducer {
+                topic,
+                producer,
+                _context: std::marker::PhantomData,
+            }),
             None => {
                 // SAFETY: reads this thread's last librdkafka error; no pointers involved.
                 let err = unsafe { rd::rd_kafka_last_error() };
@@ -106,7 +114,7 @@ impl<C: ProducerContext + 'static> BatchProducer<C> {
         }
     }
 
-    pub fn producer(&self) -> &ThreadedProducer<C> {
+    pub fn producer(&self) -> &P {
         &self.producer
     }
 
@@ -192,10 +200,123 @@ impl<C: ProducerContext + 'static> BatchProducer<C> {
     }
 }
 
-impl<C: ProducerContext + 'static> Drop for BatchProducer<C> {
+impl<C: ProducerContext + 'static, P: Producer<C>> Drop for BatchProducer<C, P> {
     fn drop(&mut self) {
         // SAFETY: the handle came from `rd_kafka_topic_new` and is destroyed exactly once,
         // before the producer (fields drop after this).
         unsafe { rd::rd_kafka_topic_destroy(self.topic.as_ptr()) }
+    }
+}
+
+/// Serves a [`BaseProducer`]'s events (delivery reports, errors, statistics) on the async
+/// runtime instead of a dedicated polling thread.
+///
+/// Why: with a `ThreadedProducer`, every produce response wakes rust-rdkafka's polling thread,
+/// which then wakes each completed request's task on a runtime worker from outside the runtime:
+/// a thread hop and a cross-thread wake-up per request, on a machine whose cores the broker,
+/// the broker threads and the HTTP workers already share. Here librdkafka calls a callback
+/// (`rd_kafka_queue_cb_event_enable`) when the producer's main queue goes from empty to
+/// non-empty, which notifies a runtime task that polls the queue until it is empty; the
+/// requests it completes are then woken on the same worker.
+///
+/// The callback is removed (under the queue's lock, so it is not running afterwards) before
+/// the notifier it points at is released, and the queue handle is released before the
+/// producer.
+pub struct EventPump<C: ProducerContext + 'static> {
+    queue: NonNull<rd::rd_kafka_queue_t>,
+    notify: *const tokio::sync::Notify,
+    producer: Arc<BatchProducer<C, BaseProducer<C>>>,
+}
+
+// SAFETY: the queue handle is only used through thread-safe librdkafka calls
+// (`rd_kafka_queue_length`, `rd_kafka_queue_cb_event_enable`, `rd_kafka_queue_destroy` once),
+// and `notify` points at a `Notify` (itself `Send + Sync`) kept alive by this value.
+unsafe impl<C: ProducerContext + 'static> Send for EventPump<C> {}
+// SAFETY: as above.
+unsafe impl<C: ProducerContext + 'static> Sync for EventPump<C> {}
+
+impl<C: ProducerContext + 'static> std::fmt::Debug for EventPump<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventPump").finish_non_exhaustive()
+    }
+}
+
+/// librdkafka's queue event callback: runs on whichever librdkafka thread enqueued the event,
+/// with the queue locked; it only notifies the pump.
+unsafe extern "C" fn queue_event(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the `Notify` of a live `EventPump`: the callback is removed before
+    // the pump releases it.
+    let notify = unsafe { &*(opaque as *const tokio::sync::Notify) };
+    notify.notify_one();
+}
+
+impl<C: ProducerContext + 'static> EventPump<C> {
+    /// Hooks the pump to `producer`'s main queue (where rust-rdkafka's `poll` reads events).
+    pub fn new(producer: Arc<BatchProducer<C, BaseProducer<C>>>) -> EventPump<C> {
+        let rk = producer.producer().client().native_ptr();
+        // SAFETY: `rk` is valid while `producer` lives (we hold it); the returned handle is a
+        // new reference to the same queue rust-rdkafka polls, destroyed once in `drop`.
+        let queue = unsafe { rd::rd_kafka_queue_get_main(rk) };
+        let queue = NonNull::new(queue).expect("a producer has a main queue");
+        let notify = Arc::into_raw(Arc::new(tokio::sync::Notify::new()));
+        // SAFETY: the callback only dereferences `notify`, which stays alive until `drop`
+        // removes the callback.
+        unsafe {
+            rd::rd_kafka_queue_cb_event_enable(
+                queue.as_ptr(),
+                Some(queue_event),
+                notify as *mut c_void,
+            )
+        };
+        EventPump {
+            queue,
+            notify,
+            producer,
+        }
+    }
+
+    /// Events waiting in the main queue.
+    fn pending(&self) -> usize {
+        // SAFETY: the handle is valid until `drop`.
+        unsafe { rd::rd_kafka_queue_length(self.queue.as_ptr()) }
+    }
+
+    /// Serves events as they arrive until `stop` is cancelled. A 100 ms timer polls as well,
+    /// as rust-rdkafka's own polling thread does, should a notification ever be missed.
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
+        // SAFETY: `notify` is alive while `self` is (released only in `drop`).
+        let notify = unsafe { &*self.notify };
+        let p = self.producer.producer();
+        loop {
+            // Empty the queue: every call serves one event (a delivery report covers a whole
+            // produce response). Bounded, then yield, so a flood cannot hog the worker.
+            let mut served = 0;
+            while self.pending() > 0 && served < 256 {
+                p.poll(std::time::Duration::ZERO);
+                served += 1;
+            }
+            if served == 256 {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
+    }
+}
+
+impl<C: ProducerContext + 'static> Drop for EventPump<C> {
+    fn drop(&mut self) {
+        // SAFETY: removing the callback takes the queue's lock, so no callback is running or
+        // will run after it returns; then the notifier and the queue handle are released, the
+        // handle before the producer (a field, dropped after this).
+        unsafe {
+            rd::rd_kafka_queue_cb_event_enable(self.queue.as_ptr(), None, std::ptr::null_mut());
+            drop(Arc::from_raw(self.notify));
+            rd::rd_kafka_queue_destroy(self.queue.as_ptr());
+        }
     }
 }
