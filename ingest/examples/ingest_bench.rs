@@ -1,6 +1,6 @@
 //! Load benchmark for ingest.
 //!
-//! `cargo run --release -p ingest --example ingest_bench -- --duration 20s --concurrency 64 --devices 10000`
+//! `cargo run --release -p ingest --example ingest_bench -- --duration 20s --concurrency 256 --devices 10000`
 //!
 //! Starts ingest in-process (its own runtime threads) against the real Kafka on a fresh
 //! topic, unless `--url` targets a running one (then `--secret` must match its HS256 secret
@@ -44,8 +44,9 @@ struct Args {
     /// Length of the full-load phase (and of the bare-producer phase).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Concurrent requests in flight.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent requests in flight. 256 saturates ingest on 2 cores (64 left it latency-bound,
+    /// with cores idle: docs/BENCHMARKS.md, Ingest, 2026-12-01).
+    #[arg(long, default_value_t = 256)]
     concurrency: usize,
     /// Distinct devices (and persons) signing requests.
     #[arg(long, default_value_t = 10_000)]
