@@ -242,41 +242,15 @@ impl RunError {
     }
 }
 
-/// Appends the contacts-topic records of `pings` (keyed by person) to `out`.
-///
-/// The JSON is exactly that of `common::Contact::Ping` (see the tests); it is written by hand
-/// so that the person and device ids are escaped once per request, not once per ping.
+/// Appends the contacts-topic records of `pings` (keyed by person) to `out`, with the one
+/// codec's ping encoder (the person and device ids are escaped once per request).
 pub fn encode_pings(id: &Identity, pings: &[PingIn], received_at: Millis, out: &mut Records) {
-    let mut prefix = Vec::with_capacity(64 + id.person_id.len() + id.device_id.len());
-    prefix.extend_from_slice(br#"{"type":"ping","person_id":"#);
-    serde_json::to_writer(&mut prefix, &id.person_id).expect("string serializes");
-    prefix.extend_from_slice(br#","device_id":"#);
-    serde_json::to_writer(&mut prefix, &id.device_id).expect("string serializes");
-    prefix.extend_from_slice(br#","device_ts":"#);
-    // The same for every ping of the request: formatted once.
-    let mut suffix = Vec::with_capacity(40);
-    suffix.extend_from_slice(br#","received_at":"#);
-    write_json(&mut suffix, &received_at);
-    suffix.push(b'}');
+    let enc = common::codec::contact::PingEncoder::new(&id.person_id, &id.device_id, received_at);
     for p in pings {
         out.push_raw(id.person_id.as_bytes(), |buf| {
-            buf.extend_from_slice(&prefix);
-            write_json(buf, &p.device_ts);
-            buf.extend_from_slice(br#","lat":"#);
-            write_json(buf, &p.lat);
-            buf.extend_from_slice(br#","lon":"#);
-            write_json(buf, &p.lon);
-            if let Some(a) = p.accuracy_m {
-                buf.extend_from_slice(br#","accuracy_m":"#);
-                write_json(buf, &a);
-            }
-            buf.extend_from_slice(&suffix);
+            enc.encode(p.device_ts, p.lat, p.lon, p.accuracy_m, buf)
         });
     }
-}
-
-fn write_json<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
-    serde_json::to_writer(buf, v).expect("number serializes");
 }
 
 struct App {

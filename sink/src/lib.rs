@@ -4,15 +4,14 @@
 //! - [`migrate`] — versioned, embedded SQL migrations (`sink/migrations/`).
 //! - [`pipeline`] — consume, batch, insert, commit; dead letters; back-pressure.
 //! - [`retention`] — ping retention by dropping day partitions.
-//! - [`rows`] — records → rows; pings are encoded straight into a `Native` block
-//!   ([`rows::PingBlock`]), plainly written ones through a flat parser (`fastping`).
+//! - [`rows`] — records (decoded by the one codec, `common::codec`) → rows; pings go straight
+//!   into a `Native` block ([`rows::PingBlock`]) with their strings borrowed from the message.
 //! - [`ch`] — the ClickHouse client as it works against 18.16.
 //!
 //! See `docs/CLICKHOUSE.md` for the tables and how to query them.
 
 pub mod ch;
 pub mod error;
-mod fastping;
 pub mod metrics;
 pub mod migrate;
 pub mod pipeline;

@@ -17,7 +17,7 @@
 use crate::ch::Ch;
 use crate::error::SinkError;
 use crate::metrics::Metrics;
-use crate::rows::{Decoded, EventRow, PingBlock, RegistrationRow, Source, decode_full};
+use crate::rows::{Decoded, EventRow, PingBlock, RegistrationRow, Source, decode};
 use bytes::Bytes;
 use common::config::{Config, SinkConfig};
 use common::record::{DeadLetter, now_millis};
@@ -610,17 +610,9 @@ async fn accept(
     let payload = m.payload();
     let bytes = payload.map_or(0, <[u8]>::len);
     let decimals = config.sink.coordinate_decimals;
-    // Plainly written pings go straight from the record into the encoded block; everything
-    // else (and every error) through the full decoder, as `rows::decode` does.
-    if let (Source::Contacts, Some(p)) = (source, payload) {
-        if let Some(row) = crate::fastping::ping_ref(p, partition, offset, decimals) {
-            batch.pings.push(&row);
-            batch.note(source, partition, offset, bytes);
-            return true;
-        }
-    }
-    match decode_full(source, payload, partition, offset, decimals) {
-        Ok(Decoded::Ping(r)) => batch.pings.push(&r.as_ref()),
+    // A ping goes straight from the record's bytes into the encoded block.
+    match decode(source, payload, partition, offset, decimals) {
+        Ok(Decoded::Ping(r)) => batch.pings.push(&r),
         Ok(Decoded::Registration(r)) => batch.registrations.push(r),
         Ok(Decoded::Event(r)) => batch.events.push(r),
         Ok(Decoded::Skip) => {}
@@ -705,7 +697,7 @@ async fn dead_letter(
     cfg: &SinkConfig,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    let body = serde_json::to_vec(letter).unwrap_or_default();
+    let body = common::codec::dead_letter::to_vec(letter);
     let mut backoff = Backoff::new(cfg.min_backoff, cfg.max_backoff);
     loop {
         let mut rec = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).payload(&body);

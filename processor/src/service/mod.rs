@@ -242,6 +242,7 @@ impl Core {
                     ContactRef::Ping {
                         person_id,
                         received_at,
+                        ..
                     } => (
                         &self.counters.records[0],
                         Input::Ping {
@@ -253,6 +254,7 @@ impl Core {
                         person_id,
                         address,
                         received_at,
+                        ..
                     } => (
                         &self.counters.records[1],
                         Input::Registration {
@@ -261,7 +263,7 @@ impl Core {
                             received_at: *received_at,
                         },
                     ),
-                    ContactRef::Tick { received_at } => (
+                    ContactRef::Tick { received_at, .. } => (
                         &self.counters.records[2],
                         Input::Tick {
                             received_at: *received_at,
@@ -283,7 +285,7 @@ impl Core {
             for e in &events {
                 self.counters.event(e.kind).inc();
                 json.clear();
-                serde_json::to_writer(&mut json, e).expect("events serialize");
+                common::codec::event::encode(e, &mut json);
                 send(
                     &self.producer,
                     BaseRecord::to(&self.cfg.kafka.events_topic)
@@ -324,7 +326,7 @@ impl Core {
             payload: String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
             at: now_millis(),
         };
-        let json = serde_json::to_vec(&dl).expect("dead letters serialize");
+        let json = common::codec::dead_letter::to_vec(&dl);
         let key = format!("{}-{}", msg.partition(), msg.offset());
         send(
             &self.producer,
