@@ -166,7 +166,7 @@ async fn main() {
 
     // The sink.
     let ch = sink::ch::Ch::new(&config.clickhouse);
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = common::lifecycle::Shutdown::new();
     // The schema exists before the clock starts, as for the floor and the peer; the sink still
     // checks it (and finds nothing to apply) inside the timed phase.
     sink::migrate_once(&config).await.unwrap();
@@ -175,9 +175,11 @@ async fn main() {
     eprintln!("phase: sink start");
     let cpu0 = Cpu::now();
     let t0 = Instant::now();
-    let handle = tokio::spawn(sink::run(config.clone(), async move {
-        let _ = rx.await;
-    }));
+    let handle = tokio::spawn(sink::run(
+        config.clone(),
+        common::lifecycle::Listeners::default(),
+        stop.clone(),
+    ));
     let mut first_visible = None;
     loop {
         let n = count(&ch, "pings").await;
@@ -196,7 +198,7 @@ async fn main() {
     let sink_secs = t0.elapsed().as_secs_f64();
     let sink_cpu = Cpu::now().since(&cpu0);
     eprintln!("phase: sink end");
-    let _ = stop.send(());
+    stop.trigger();
     handle.await.unwrap().unwrap();
     let first = first_visible.unwrap_or_default().as_secs_f64();
 

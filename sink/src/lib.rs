@@ -23,8 +23,8 @@ pub use error::SinkError;
 pub use version::ServerVersion;
 
 use common::config::Config;
+use common::lifecycle::{Listeners, Shutdown};
 use common::telemetry::Readiness;
-use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -92,37 +92,41 @@ pub async fn migrate_once(
     Ok((v, report))
 }
 
-/// Runs the sink until `shutdown` resolves: admin server, migrations, retention, delivery.
+/// Runs the sink until `shutdown` is triggered: admin server on `listeners.admin` (if any),
+/// migrations, retention, delivery.
 pub async fn run(
     config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    listeners: Listeners,
+    shutdown: Shutdown,
 ) -> Result<(), SinkError> {
     let metrics = metrics::Metrics::new();
     let ready = Readiness::default();
+    // The pipeline waits on a watch channel; it mirrors the shutdown handle.
     let (tx, mut rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    let listener = tokio::net::TcpListener::bind(&config.sink.listen)
-        .await
-        .map_err(|e| SinkError::Config(format!("sink.listen {}: {e}", config.sink.listen)))?;
-    tracing::info!(listen = %config.sink.listen, "admin endpoints up");
-    let admin = {
-        let mut rx = rx.clone();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            let _ = tx.send(true);
+        });
+    }
+    let admin = listeners.admin.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "admin endpoints up");
+        }
         tokio::spawn(common::telemetry::serve_admin(
             listener,
             metrics.registry.clone(),
             ready.clone(),
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
+            shutdown.clone(),
         ))
-    };
+    });
 
     let ch = ch::Ch::new(&config.clickhouse);
     let Some(version) = prepare(&config, &ch, &ready, &metrics, &mut rx).await? else {
-        let _ = admin.await;
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
         return Ok(());
     };
     ready.set(true);
@@ -156,6 +160,8 @@ pub async fn run(
     let result = pipeline::deliver(&config, writer, rx.clone()).await;
     ready.set(false);
     retention.abort();
-    admin.abort();
+    if let Some(a) = admin {
+        a.abort();
+    }
     result
 }

@@ -89,14 +89,14 @@ async fn exact_counts_end_to_end() {
     }
     assert!(!metrics.contains(&tag), "ids must not appear in metrics");
 
-    stop.send(()).unwrap();
+    stop.trigger();
     handle.await.unwrap().unwrap();
     // Offsets were committed: a second run reads nothing new and adds no rows.
     let before = env.scalar("SELECT count() FROM pings").await;
     let (stop, handle) = spawn_sink(env.config.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(env.scalar("SELECT count() FROM pings").await, before);
-    stop.send(()).unwrap();
+    stop.trigger();
     handle.await.unwrap().unwrap();
     env.cleanup().await;
 }
@@ -135,7 +135,7 @@ async fn a_backlog_lands_in_fewer_larger_batches() {
             "every row once"
         );
         per_factor.push(pings_batches(&env.config.sink.listen).await);
-        stop.send(()).unwrap();
+        stop.trigger();
         handle.await.unwrap().unwrap();
         env.cleanup().await;
     }
@@ -219,7 +219,7 @@ async fn poison_record_goes_to_dead_letter_and_partition_moves_on() {
         metrics.contains("lastseen_sink_dead_letters_total{reason=\"truncated_json\"} 1"),
         "{metrics}"
     );
-    stop.send(()).unwrap();
+    stop.trigger();
     handle.await.unwrap().unwrap();
     env.cleanup().await;
 }

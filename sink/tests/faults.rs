@@ -204,7 +204,7 @@ async fn clickhouse_restart_mid_stream() {
         metrics.contains("lastseen_sink_insert_errors_total{table=\"pings\"}"),
         "{metrics}"
     );
-    stop.send(()).unwrap();
+    stop.trigger();
     handle.await.unwrap().unwrap();
     env.cleanup().await;
 }

@@ -306,16 +306,22 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Runs the sink in-process; the returned sender stops it.
+/// Runs the sink in-process with its admin endpoints on `config.sink.listen`; the returned
+/// handle stops it.
 pub fn spawn_sink(
     config: Config,
 ) -> (
-    tokio::sync::oneshot::Sender<()>,
+    common::lifecycle::Shutdown,
     tokio::task::JoinHandle<Result<(), sink::SinkError>>,
 ) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = tokio::spawn(sink::run(config, async move {
-        let _ = rx.await;
-    }));
-    (tx, h)
+    let admin = std::net::TcpListener::bind(&config.sink.listen).expect("bind sink.listen");
+    admin.set_nonblocking(true).unwrap();
+    let admin = tokio::net::TcpListener::from_std(admin).unwrap();
+    let stop = common::lifecycle::Shutdown::new();
+    let h = tokio::spawn(sink::run(
+        config,
+        common::lifecycle::Listeners::admin(admin),
+        stop.clone(),
+    ));
+    (stop, h)
 }
