@@ -23,10 +23,9 @@ pub use error::SinkError;
 pub use version::ServerVersion;
 
 use common::config::Config;
-use common::lifecycle::{Listeners, Shutdown};
+use common::lifecycle::{Backoff, Listeners, RetryError, Shutdown, retry_with};
 use common::telemetry::Readiness;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// How often retention is enforced.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
@@ -42,43 +41,34 @@ pub fn retention_days(config: &Config) -> u64 {
 }
 
 /// Connects to ClickHouse, detects its version and applies the migrations, retrying while
-/// ClickHouse is unavailable until `shutdown` flips. `Ok(None)` means shutdown came first.
+/// ClickHouse is unavailable until `shutdown`. `Ok(None)` means shutdown came first.
 pub async fn prepare(
     config: &Config,
     ch: &ch::Ch,
     ready: &Readiness,
     metrics: &metrics::Metrics,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Result<Option<ServerVersion>, SinkError> {
-    let mut backoff = pipeline::Backoff::new(config.sink.min_backoff, config.sink.max_backoff);
-    loop {
-        let attempt = async {
-            let v = ch.version().await?;
-            let report = migrate::migrate(ch, v, retention_days(config)).await?;
-            Ok::<_, SinkError>((v, report))
-        };
-        match attempt.await {
-            Ok((v, report)) => {
-                tracing::info!(version = %v, applied = ?report.applied,
-                    optional = ?report.optional_applied, "clickhouse ready");
-                metrics.clickhouse_up.set(1.0);
-                return Ok(Some(v));
-            }
-            Err(e) if e.is_retryable() => {
-                metrics.clickhouse_up.set(0.0);
-                ready.set(false);
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, ?delay, "clickhouse not ready, retrying");
-                if *shutdown.borrow() {
-                    return Ok(None);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => return Ok(None),
-                }
-            }
-            Err(e) => return Err(e),
+    let mut backoff = Backoff::new(config.sink.min_backoff, config.sink.max_backoff);
+    let attempt = || async {
+        let v = ch.version().await?;
+        let report = migrate::migrate(ch, v, retention_days(config)).await?;
+        Ok::<_, SinkError>((v, report))
+    };
+    let not_ready = |e: &SinkError, _, delay| {
+        metrics.clickhouse_up.set(0.0);
+        ready.set(false);
+        tracing::warn!(error = %e, ?delay, "clickhouse not ready, retrying");
+    };
+    match retry_with(shutdown, &mut backoff, attempt, not_ready).await {
+        Ok((v, report)) => {
+            tracing::info!(version = %v, applied = ?report.applied,
+                optional = ?report.optional_applied, "clickhouse ready");
+            metrics.clickhouse_up.set(1.0);
+            Ok(Some(v))
         }
+        Err(RetryError::Shutdown(_)) => Ok(None),
+        Err(RetryError::Failed(e)) => Err(e),
     }
 }
 
@@ -101,15 +91,6 @@ pub async fn run(
 ) -> Result<(), SinkError> {
     let metrics = metrics::Metrics::new();
     let ready = Readiness::default();
-    // The pipeline waits on a watch channel; it mirrors the shutdown handle.
-    let (tx, mut rx) = watch::channel(false);
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            let _ = tx.send(true);
-        });
-    }
     let admin = listeners.admin.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(listen = %addr, "admin endpoints up");
@@ -123,7 +104,7 @@ pub async fn run(
     });
 
     let ch = ch::Ch::new(&config.clickhouse);
-    let Some(version) = prepare(&config, &ch, &ready, &metrics, &mut rx).await? else {
+    let Some(version) = prepare(&config, &ch, &ready, &metrics, &shutdown).await? else {
         if let Some(a) = admin {
             let _ = a.await;
         }
@@ -134,7 +115,7 @@ pub async fn run(
     let retention = {
         let ch = ch.clone();
         let keep = config.sink.pings_retention;
-        let mut rx = rx.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
                 if let Err(e) = retention::enforce(&ch, keep, common::record::now_millis()).await {
@@ -142,7 +123,7 @@ pub async fn run(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
-                    _ = rx.wait_for(|s| *s) => return,
+                    () = shutdown.cancelled() => return,
                 }
             }
         })
@@ -157,7 +138,7 @@ pub async fn run(
         min_backoff: config.sink.min_backoff,
         max_backoff: config.sink.max_backoff,
     };
-    let result = pipeline::deliver(&config, writer, rx.clone()).await;
+    let result = pipeline::deliver(&config, writer, shutdown).await;
     ready.set(false);
     retention.abort();
     if let Some(a) = admin {
