@@ -1,7 +1,7 @@
 //! Logging and the small admin HTTP server (`/metrics`, `/healthz`, `/readyz`), shared by the
 //! services. Shutdown signals are [`crate::lifecycle::Shutdown::on_signal`].
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, LogFormat};
 use crate::lifecycle::Shutdown;
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -18,7 +18,7 @@ pub fn init_logging(cfg: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     // try_init: tests may call this more than once.
-    let _ = if cfg.format == "json" {
+    let _ = if cfg.format == LogFormat::Json {
         registry
             .with(fmt::layer().json().with_current_span(false))
             .try_init()

@@ -13,7 +13,7 @@ struct Args {
     config: ConfigArgs,
     /// Listen address; overrides `ingest.listen`.
     #[arg(long)]
-    listen: Option<String>,
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]

@@ -287,7 +287,7 @@ async fn throughput_bench(
     cfg.kafka.dead_letter_topic = unique("dead");
     cfg.processor.group_id = unique("group");
     cfg.processor.transactional_id_prefix = unique("txn");
-    cfg.processor.listen = "127.0.0.1:0".into();
+    cfg.processor.listen = ([127, 0, 0, 1], 0).into();
     if let Ok(v) = std::env::var("BENCH_COMMIT_MS") {
         cfg.processor.commit_interval = Duration::from_millis(v.parse().expect("ms"));
     }

@@ -69,12 +69,15 @@ async fn main() {
     config.kafka.dead_letter_topic = format!("{id}.dlq");
     config.clickhouse.database = id.clone();
     config.sink.group_id = id.clone();
-    config.sink.listen = "127.0.0.1:0".into();
+    config.sink.listen = ([127, 0, 0, 1], 0).into();
     // `RUST_LOG=sink=debug` shows the sink's start-up and every batch, with timestamps.
     config.log.level = "warn".into();
     // Sink and ClickHouse share this host, as in the local deploy (`deploy/local/demo`), so the
     // insert bodies are not compressed unless asked (`--compression lz4`).
-    config.clickhouse.compression = arg_str("--compression").unwrap_or_else(|| "none".into());
+    config.clickhouse.compression = arg_str("--compression")
+        .map_or(common::config::Compression::None, |s| {
+            s.parse().expect("--compression")
+        });
     // Batch limits: the configured defaults unless given.
     config.sink.max_rows = arg("--max-rows", config.sink.max_rows as u64) as usize;
     config.sink.max_bytes = arg("--max-bytes", config.sink.max_bytes as u64) as usize;

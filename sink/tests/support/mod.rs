@@ -36,7 +36,7 @@ impl Env {
     pub async fn new(prefix: &str) -> Env {
         common::telemetry::init_logging(&common::config::LogConfig {
             level: "sink=info,warn".into(),
-            format: "text".into(),
+            format: common::config::LogFormat::Text,
         });
         let name = unique(prefix);
         let mut config = Config::defaults();
@@ -45,7 +45,7 @@ impl Env {
         config.kafka.dead_letter_topic = format!("{name}.dlq");
         config.clickhouse.database = name.clone();
         config.sink.group_id = name.clone();
-        config.sink.listen = format!("127.0.0.1:{}", free_port());
+        config.sink.listen = ([127, 0, 0, 1], free_port()).into();
         config.sink.max_rows = 5000;
         config.sink.max_delay = Duration::from_millis(200);
         config.sink.min_backoff = Duration::from_millis(50);
