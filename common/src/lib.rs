@@ -10,6 +10,7 @@
 //! - [`cli`] — the command-line arguments every service shares.
 
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod record;
 pub mod telemetry;
