@@ -13,13 +13,14 @@
 //! warm-up in which 99 % of persons register over one hour of stream time (reported
 //! separately). The timed loop decodes the schedule window by window (1024 records: each
 //! id written into a fresh per-window buffer, as a consumer decodes a batch of messages) and
-//! feeds each window to `Detector::apply_batch` — the entry point the service calls with the
-//! decoded records of each poll (up to 1024, its `POLL_BATCH`): ~98.7 % pings (from 96 % of persons
-//! uniformly; 3 % never ping again, so they are noticed and deregistered; 1 % were never
-//! registered), 1 % registrations (half changing address), one tick per second of stream
-//! time, stream time spanning `--days`, and a 2-hour ingest outage in the middle. Every
-//! `--commit-every` records (at the next window boundary) the changelog is drained
-//! (`drain_dirty`) as the service would, inside the timed loop.
+//! feeds each window to `Detector::apply_batch`, the entry point the service feeds too (each
+//! run of one partition's decoded records in a poll burst of up to 1024 messages, its
+//! `POLL_BATCH`; a run is shorter when a burst mixes partitions). The records: ~98.7 %
+//! pings (from 96 % of persons uniformly; 3 % never ping again, so they are noticed and
+//! deregistered; 1 % were never registered), 1 % registrations (half changing address), one
+//! tick per second of stream time, stream time spanning `--days`, and a 2-hour ingest outage
+//! in the middle. Every `--commit-every` records (at the next window boundary) the changelog
+//! is drained (`drain_dirty`) as the service would, inside the timed loop.
 //!
 //! The baseline runs the same loop over the same windows doing only a `hashbrown` upsert of
 //! the last contact time per person id.

@@ -1,9 +1,9 @@
 //! The service against the real broker (`deploy/local/up` first; `LASTSEEN_TEST_KAFKA`
 //! overrides `127.0.0.1:9092`): a contacts topic filled before the service starts, so its
 //! poll bursts are full and mix both partitions, with undecodable records inside runs and at
-//! a partition's first and last offset. What it commits must be what one record at a time gives: per person the
-//! same events in the same order, each undecodable record dead-lettered once at its own
-//! offset, and the committed offsets at the end of the topic.
+//! a partition's first and last offset. What it commits must be what one record at a time
+//! gives: per person the same events in the same order, each undecodable record
+//! dead-lettered once at its own offset, and the committed offsets at the end of the topic.
 //!
 //! Topics are named like the e2e harness's (`e2e.<name>_<pid>_<nanos>.<kind>`), so
 //! `prune_topics` removes them if a failed run leaves them behind.
