@@ -13,12 +13,14 @@
 //! warm-up in which 99 % of persons register over one hour of stream time (reported
 //! separately). The timed loop decodes the schedule window by window (1024 records: each
 //! id written into a fresh per-window buffer, as a consumer decodes a batch of messages) and
-//! feeds each window to `Detector::apply_batch`: ~98.7 % pings (from 96 % of persons
-//! uniformly; 3 % never ping again, so they are noticed and deregistered; 1 % were never
-//! registered), 1 % registrations (half changing address), one tick per second of stream
-//! time, stream time spanning `--days`, and a 2-hour ingest outage in the middle. Every
-//! `--commit-every` records (at the next window boundary) the changelog is drained
-//! (`drain_dirty`) as the service would, inside the timed loop.
+//! feeds each window to `Detector::apply_batch`, the entry point the service feeds too (each
+//! run of one partition's decoded records in a poll burst of up to 1024 messages, its
+//! `POLL_BATCH`; a run is shorter when a burst mixes partitions). The records: ~98.7 %
+//! pings (from 96 % of persons uniformly; 3 % never ping again, so they are noticed and
+//! deregistered; 1 % were never registered), 1 % registrations (half changing address), one
+//! tick per second of stream time, stream time spanning `--days`, and a 2-hour ingest outage
+//! in the middle. Every `--commit-every` records (at the next window boundary) the changelog
+//! is drained (`drain_dirty`) as the service would, inside the timed loop.
 //!
 //! The baseline runs the same loop over the same windows doing only a `hashbrown` upsert of
 //! the last contact time per person id.
@@ -28,9 +30,11 @@
 //! too, for the whole process (it includes the warm-up records and the schedule).
 
 use common::config::{ClockConfig, PolicyConfig};
+use common::record::ContactRef;
 use common::record::EventKind;
-use processor::detector::{Detector, Input};
+use processor::detector::Detector;
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -136,7 +140,7 @@ fn write_id(i: u64, seed: u64, out: &mut [u8]) {
     }
 }
 
-/// Decodes one window of the record schedule into borrowed detector inputs, the way a
+/// Decodes one window of the record schedule into borrowed contacts, the way a
 /// consumer decodes a batch of messages: each id is written into a fresh per-window buffer
 /// (`arena`, 24 bytes per record) rather than looked up in a table of 10M ids, so the input
 /// side costs the same sequential work for the detector and for the baseline.
@@ -147,7 +151,7 @@ fn fill_window<'a>(
     arena: &'a mut Vec<u8>,
     regs: &'a [(u32, String, i64)],
     t_at: &impl Fn(usize) -> i64,
-) -> Vec<Input<'a>> {
+) -> Vec<ContactRef<'a>> {
     let mask = (1u32 << KIND_BITS) - 1;
     arena.clear();
     arena.resize(codes.len() * 24, 0);
@@ -166,22 +170,39 @@ fn fill_window<'a>(
     for (k, &code) in codes.iter().enumerate() {
         let t = t_at(from + k);
         buf.push(match code >> KIND_BITS {
-            PING => Input::Ping {
-                person_id: id(k),
+            // Every field a decoded ping carries (the detector reads two of them).
+            PING => ContactRef::Ping {
+                person_id: Cow::Borrowed(id(k)),
+                device_id: Cow::Borrowed(id(k)),
+                device_ts: t - 500,
+                lat: 55.75,
+                lon: 37.62,
+                accuracy_m: Some(10.0),
                 received_at: t,
             },
             REG => {
                 let (_, a, t) = &regs[(code & mask) as usize];
-                Input::Registration {
-                    person_id: id(k),
-                    address: a,
+                ContactRef::Registration {
+                    person_id: Cow::Borrowed(id(k)),
+                    device_id: Cow::Borrowed(""),
+                    address: Cow::Borrowed(a),
+                    lat: None,
+                    lon: None,
                     received_at: *t,
                 }
             }
-            _ => Input::Tick { received_at: t },
+            _ => tick(t),
         });
     }
     buf
+}
+
+/// A tick as ingest writes it.
+fn tick(t: i64) -> ContactRef<'static> {
+    ContactRef::Tick {
+        received_at: t,
+        source: Cow::Borrowed("ingest-0"),
+    }
 }
 
 fn main() {
@@ -248,17 +269,20 @@ fn main() {
     // Warm-up: every registered person registers, spread over the hour before T0, with a
     // tick per second.
     let warm_addr: Vec<String> = (0..registered).map(|p| address(p as u64)).collect();
-    let mut warm: Vec<Input<'_>> = Vec::with_capacity(registered + 3600);
+    let mut warm: Vec<ContactRef<'_>> = Vec::with_capacity(registered + 3600);
     let mut last_tick = i64::MIN;
     for (p, addr) in warm_addr.iter().enumerate() {
         let t = T0 - H + (p as i64 * H / registered as i64);
         if t / S != last_tick / S {
-            warm.push(Input::Tick { received_at: t });
+            warm.push(tick(t));
             last_tick = t;
         }
-        warm.push(Input::Registration {
-            person_id: &ids[p],
-            address: addr,
+        warm.push(ContactRef::Registration {
+            person_id: Cow::Borrowed(&ids[p]),
+            device_id: Cow::Borrowed(""),
+            address: Cow::Borrowed(addr),
+            lat: None,
+            lon: None,
             received_at: t,
         });
     }
@@ -326,13 +350,13 @@ fn main() {
     // ---- baseline -----------------------------------------------------------------------
     let mut map: hashbrown::HashMap<Box<str>, i64> = hashbrown::HashMap::new();
     for r in &warm {
-        if let Input::Registration {
+        if let ContactRef::Registration {
             person_id,
             received_at,
             ..
         } = r
         {
-            map.insert((*person_id).into(), *received_at);
+            map.insert(person_id.as_ref().into(), *received_at);
         }
     }
     let mut upsert = |id: &str, t: i64| match map.get_mut(id) {
@@ -346,17 +370,18 @@ fn main() {
         let w = &codes[from..(from + BATCH).min(records)];
         let buf = fill_window(w, from, seed, &mut arena, &regs, &t_at);
         for r in &buf {
-            match *r {
-                Input::Ping {
-                    person_id,
-                    received_at,
-                }
-                | Input::Registration {
+            match r {
+                ContactRef::Ping {
                     person_id,
                     received_at,
                     ..
-                } => upsert(person_id, received_at),
-                Input::Tick { received_at } => {
+                }
+                | ContactRef::Registration {
+                    person_id,
+                    received_at,
+                    ..
+                } => upsert(person_id, *received_at),
+                ContactRef::Tick { received_at, .. } => {
                     std::hint::black_box(received_at);
                 }
             }

@@ -152,7 +152,7 @@ async fn restore_bench(brokers: &str, persons: u64) -> serde_json::Value {
         BaseRecord::to(&topic)
             .partition(0)
             .key(CLOCK_KEY)
-            .payload(&clock),
+            .payload(&clock[..]),
     );
     p.flush(Duration::from_secs(120)).expect("flush");
 

@@ -6,8 +6,11 @@
 //!   snapshots for a compacted changelog. Inside: `person` (40-byte state + one id/address
 //!   block, in a chunked slab), `index` (insert-only id → slab table whose slots can be
 //!   prefetched before lookup, for `apply_batch`), `wheel` (deadlines in virtual time).
+//!   Records enter through `apply_batch` only, as borrowed [`common::record::ContactRef`]s;
+//!   snapshots are the records of [`common::codec::changelog`].
 //! - `service` — the Kafka shell around it (consume, run one detector per partition, produce
-//!   events and changelog exactly once).
+//!   events and changelog exactly once): `core` (the loop, rebalances, records of a poll fed
+//!   to `apply_batch`), `txn` (the transaction), `restore` (a partition from its changelog).
 
 pub mod detector;
 pub mod service;

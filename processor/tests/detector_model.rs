@@ -4,7 +4,7 @@
 
 use common::config::{ClockConfig, PolicyConfig};
 use common::record::{Contact, EventKind, Millis, PersonEvent, Ping, Registration, Tick, event_id};
-use processor::detector::{Detector, Input, StateCounts};
+use processor::detector::{Detector, StateCounts};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -366,7 +366,7 @@ proptest! {
         let golden = run_all(&mut one, &cs);
         let mut det = cfg.detector();
         let mut got = Vec::new();
-        let inputs: Vec<Input<'_>> = cs.iter().map(Input::of).collect();
+        let inputs: Vec<_> = cs.iter().map(common::Contact::as_ref).collect();
         for group in inputs.chunks(chunk) {
             det.apply_batch(group, &mut got);
         }

@@ -470,7 +470,12 @@ fn invalid_configuration_lists_every_problem() {
 fn restore_is_only_for_a_fresh_detector_and_checks_its_input() {
     let mut h = H::new();
     h.reg("a", "x", T0);
-    let snap = h.d.person_snapshot("a").unwrap();
+    // The snapshot as the service gets it: from the changelog drain.
+    let mut dirty = h.d.take_dirty();
+    assert_eq!(dirty.len(), 1);
+    let (id, snap) = dirty.remove(0);
+    assert_eq!(id, "a");
+    let snap = snap.unwrap();
     let clock_bytes = h.d.clock_snapshot();
     assert_eq!(
         h.d.restore_person("a", &snap),
@@ -483,7 +488,7 @@ fn restore_is_only_for_a_fresh_detector_and_checks_its_input() {
 
     let mut fresh = Detector::new(policy(48 * H, 72 * H), clock()).unwrap();
     assert!(fresh.restore_clock(&clock_bytes[..5]).is_err());
-    let mut bad = clock_bytes.clone();
+    let mut bad = clock_bytes;
     bad[0] = 7;
     assert!(fresh.restore_clock(&bad).is_err());
     assert!(fresh.restore_person("a", &snap[..3]).is_err());
@@ -522,4 +527,78 @@ fn take_dirty_reports_each_changed_person_once() {
     assert!(h.d.take_dirty().is_empty(), "ticks change no person");
     h.ping("a", T0 + 4);
     assert_eq!(h.d.dirty_len(), 1);
+}
+
+/// The changelog values as the running system writes them (format version 1), captured from
+/// the detector before the format moved into `common::codec::changelog`: stored changelogs
+/// must keep restoring, so these bytes must not change.
+#[test]
+fn changelog_values_are_byte_identical_to_version_1() {
+    let mut d = Detector::new(policy(10 * S, 20 * S), clock()).unwrap();
+    let mut out = Vec::new();
+    let ping = |id: &str, t| {
+        Contact::Ping(Ping {
+            person_id: id.into(),
+            device_id: "d".into(),
+            device_ts: 0,
+            lat: 0.0,
+            lon: 0.0,
+            accuracy_m: None,
+            received_at: t,
+        })
+    };
+    let tick = |t| {
+        Contact::Tick(Tick {
+            received_at: t,
+            source: String::new(),
+        })
+    };
+    d.apply(
+        &Contact::Registration(Registration {
+            person_id: "p".into(),
+            device_id: "d".into(),
+            address: "Arbat 1".into(),
+            lat: None,
+            lon: None,
+            received_at: T0,
+        }),
+        &mut out,
+    );
+    d.apply(&ping("q", T0 + 1), &mut out);
+    for s in 1..=12 {
+        d.apply(&tick(T0 + s * S), &mut out);
+    }
+    d.apply(&tick(T0 + 60 * S), &mut out); // an outage: 47 s excluded
+    d.apply(&ping("p", T0 + 60 * S + 500), &mut out);
+    assert_eq!(
+        out.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [Registered, UnregisteredContact, SilenceNotice, Resumed]
+    );
+    let mut dirty = d.take_dirty();
+    dirty.sort();
+    let p: &[u8] = &[
+        1, 1, 3, 0, 0, 0, 84, 188, 147, 2, 153, 1, 0, 0, 188, 4, 147, 2, 153, 1, 0, 0, 65, 114, 98,
+        97, 116, 32, 49,
+    ];
+    let q: &[u8] = &[
+        1, 8, 1, 0, 0, 0, 1, 208, 146, 2, 153, 1, 0, 0, 1, 208, 146, 2, 153, 1, 0, 0,
+    ];
+    assert_eq!(
+        dirty,
+        [
+            ("p".to_string(), Some(p.to_vec())),
+            ("q".to_string(), Some(q.to_vec()))
+        ]
+    );
+    let clock_bytes: [u8; 18] = [
+        1, 1, 84, 188, 147, 2, 153, 1, 0, 0, 152, 183, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(d.clock_snapshot(), clock_bytes);
+    // And they restore: a fresh detector continues from them.
+    let mut fresh = Detector::new(policy(10 * S, 20 * S), clock()).unwrap();
+    fresh.restore_person("p", p).unwrap();
+    fresh.restore_person("q", q).unwrap();
+    fresh.restore_clock(&clock_bytes).unwrap();
+    assert_eq!(fresh.counts(), d.counts());
+    assert_eq!(fresh.virtual_time(), d.virtual_time());
 }

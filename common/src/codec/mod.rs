@@ -5,13 +5,14 @@
 //! | [`contact`] | pings, registrations, ticks (`kafka.contacts_topic`) | ingest | processor, sink |
 //! | [`event`] | per-person events (`kafka.events_topic`) | processor | sink |
 //! | [`dead_letter`] | parked records (`kafka.dead_letter_topic`) | processor, sink | operators |
-//! | `changelog` | the processor's per-person and clock state | processor | processor |
+//! | [`changelog`] | the processor's per-person and clock state (binary, version byte first) | processor | processor |
 //!
-//! The encoding is JSON, one record per Kafka message (the measurement behind that choice is
+//! Contacts, events and dead letters are JSON, one record per Kafka message (the measurement behind that choice is
 //! in `ARCHITECTURE.md`, "The record codec"). [`json::Cursor`] is the one byte cursor that the
 //! fast paths read with; serde decodes everything else and gives every error. Decoders borrow
 //! from the message: no allocation per field on the hot path.
 
+pub mod changelog;
 pub mod contact;
 pub mod dead_letter;
 pub mod event;

@@ -1,5 +1,7 @@
 //! Typed errors of the detector.
 
+use common::codec::changelog::ChangelogError;
+
 /// Everything the detector can refuse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DetectorError {
@@ -10,16 +12,13 @@ pub enum DetectorError {
     /// is only defined on a fresh detector (one per assigned partition).
     #[error("restore called after records were applied; build a fresh detector to restore")]
     RestoreAfterStart,
-    /// A snapshot could not be decoded.
-    #[error("bad {what} snapshot: {reason}")]
-    BadSnapshot { what: &'static str, reason: String },
-}
-
-impl DetectorError {
-    pub(crate) fn bad(what: &'static str, reason: impl Into<String>) -> Self {
-        DetectorError::BadSnapshot {
-            what,
-            reason: reason.into(),
-        }
-    }
+    /// A person's changelog value could not be decoded.
+    #[error("bad person snapshot: {person_id}: {error}")]
+    BadPerson {
+        person_id: String,
+        error: ChangelogError,
+    },
+    /// A partition's clock value could not be decoded.
+    #[error("bad clock snapshot: {0}")]
+    BadClock(ChangelogError),
 }

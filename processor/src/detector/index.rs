@@ -93,6 +93,7 @@ impl Index {
     }
 
     /// Heap bytes held.
+    #[cfg(test)]
     pub fn allocation_size(&self) -> usize {
         self.tags.capacity() + self.slots.capacity() * 4
     }

@@ -33,8 +33,10 @@
 //! `event_id` = [`event_id`]`(person, kind, at, seq)` with `seq` a per-person transition counter.
 //!
 //! # Persistence
-//! [`Detector::take_dirty`] gives each changed person's compact snapshot for a changelog
-//! keyed by person id; [`Detector::clock_snapshot`] the partition clock. A fresh detector fed
+//! [`Detector::drain_dirty`] gives each changed person's compact snapshot for a changelog
+//! keyed by person id; [`Detector::clock_snapshot`] the partition clock. Both are the records
+//! of [`common::codec::changelog`] (`PersonSnapshot`, `ClockSnapshot`); the detector converts
+//! its state to and from them, borrowing the address either way. A fresh detector fed
 //! the latest snapshot of every person plus the clock continues exactly as if never stopped.
 
 mod error;
@@ -44,59 +46,14 @@ mod wheel;
 
 pub use error::DetectorError;
 
+use common::codec::changelog::{ClockSnapshot, PersonSnapshot};
 use common::config::{ClockConfig, PolicyConfig};
-use common::record::{Contact, EventKind, Millis, PersonEvent, event_id};
+use common::record::{Contact, ContactRef, EventKind, Millis, PersonEvent, event_id};
 use index::Index;
 use person::{
     DEREGISTERED, DIRTY, IN_HEAP, IN_RING, NOTICED, PERSISTED, Person, REGISTERED, Slab, UNREG_SENT,
 };
 use wheel::{Wheel, deadline};
-
-/// One record as the detector needs it, borrowed from wherever it was decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Input<'a> {
-    Ping {
-        person_id: &'a str,
-        received_at: Millis,
-    },
-    Registration {
-        person_id: &'a str,
-        address: &'a str,
-        received_at: Millis,
-    },
-    Tick {
-        received_at: Millis,
-    },
-}
-
-impl<'a> Input<'a> {
-    /// Borrows the fields of a decoded contact.
-    pub fn of(c: &'a Contact) -> Input<'a> {
-        match c {
-            Contact::Ping(p) => Input::Ping {
-                person_id: &p.person_id,
-                received_at: p.received_at,
-            },
-            Contact::Registration(r) => Input::Registration {
-                person_id: &r.person_id,
-                address: &r.address,
-                received_at: r.received_at,
-            },
-            Contact::Tick(t) => Input::Tick {
-                received_at: t.received_at,
-            },
-        }
-    }
-
-    fn person_id(&self) -> Option<&'a str> {
-        match *self {
-            Input::Ping { person_id, .. } | Input::Registration { person_id, .. } => {
-                Some(person_id)
-            }
-            Input::Tick { .. } => None,
-        }
-    }
-}
 
 /// Records per prefetch group in [`Detector::apply_batch`]: enough independent misses in
 /// flight to hide most of the memory latency, few enough that the prefetched lines are still
@@ -117,9 +74,6 @@ fn prefetch<T>(p: *const T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
-
-/// Clock snapshot format version.
-const CLOCK_VERSION: u8 = 1;
 
 /// Number of persons in each (disjoint) state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -226,12 +180,26 @@ impl Detector {
 
     /// Applies one record of the partition, appending the events it causes to `out`: first the
     /// deadlines that the advanced clock reached, then the record's own transitions.
+    ///
+    /// A convenience for tests and models holding owned [`Contact`]s: a one-record
+    /// [`Detector::apply_batch`], the entry point the service and `detector_bench` use.
     pub fn apply(&mut self, c: &Contact, out: &mut Vec<PersonEvent>) {
-        self.apply_one(Input::of(c), None, out);
+        self.apply_batch(std::slice::from_ref(&c.as_ref()), out);
     }
 
-    /// Applies records in order, exactly as the same sequence of [`Detector::apply`] calls
-    /// would (same events, same state), but faster at millions of persons: each group of
+    /// A tick at `received_at`, exactly as [`Detector::apply_batch`] applies one (a tick only
+    /// advances the clock). For the fleet model in `tests/`, which drives the clock alone.
+    pub fn apply_tick(&mut self, received_at: Millis, out: &mut Vec<PersonEvent>) {
+        self.advance(received_at, out);
+    }
+
+    /// Applies the records of one partition in order, appending the events they cause to `out`
+    /// in order: for each record, first the deadlines that the advanced clock reached, then
+    /// the record's own transitions. The only way records enter the detector: the service
+    /// feeds it each run of decoded messages of a poll, `detector_bench` measures it.
+    ///
+    /// The result does not depend on how records are split into calls (same events, same
+    /// state as one call per record), but it is faster at millions of persons: each group of
     /// records has its index slots, then its person states, then its id blocks prefetched,
     /// stage by stage, before any of them is applied, so the dependent cache misses of
     /// different records overlap instead of queueing one after another. Prefetches are only
@@ -239,7 +207,7 @@ impl Detector {
     /// never wrong.
     // The stages index three parallel arrays by record position; indices read clearest.
     #[allow(clippy::needless_range_loop)]
-    pub fn apply_batch(&mut self, records: &[Input<'_>], out: &mut Vec<PersonEvent>) {
+    pub fn apply_batch(&mut self, records: &[ContactRef<'_>], out: &mut Vec<PersonEvent>) {
         let n = records.len();
         let mut hashes = std::mem::take(&mut self.scratch_hashes);
         let mut found = std::mem::take(&mut self.scratch_found);
@@ -276,71 +244,36 @@ impl Detector {
                 }
             }
             for a in g..e {
-                let h = is_person(a).then(|| hashes[a]);
-                self.apply_one(records[a], h, out);
+                self.apply_one(&records[a], hashes[a], out);
             }
         }
         self.scratch_hashes = hashes;
         self.scratch_found = found;
     }
 
-    /// [`Detector::apply`] for a borrowed record.
-    pub fn apply_input(&mut self, r: Input<'_>, out: &mut Vec<PersonEvent>) {
-        self.apply_one(r, None, out);
-    }
-
+    /// One record; `h` is the hash of its person id (unused for a tick).
     #[inline]
-    fn apply_one(&mut self, r: Input<'_>, h: Option<u64>, out: &mut Vec<PersonEvent>) {
+    fn apply_one(&mut self, r: &ContactRef<'_>, h: u64, out: &mut Vec<PersonEvent>) {
         match r {
-            Input::Ping {
+            ContactRef::Ping {
                 person_id,
                 received_at,
+                ..
             } => {
-                self.advance(received_at, out);
-                let h = h.unwrap_or_else(|| hash(person_id.as_bytes()));
+                self.advance(*received_at, out);
                 self.contact(person_id, h, None, out);
             }
-            Input::Registration {
+            ContactRef::Registration {
                 person_id,
                 address,
                 received_at,
+                ..
             } => {
-                self.advance(received_at, out);
-                let h = h.unwrap_or_else(|| hash(person_id.as_bytes()));
-                self.contact(person_id, h, Some(address), out);
+                self.advance(*received_at, out);
+                self.contact(person_id, h, Some(address.as_ref()), out);
             }
-            Input::Tick { received_at } => self.advance(received_at, out),
+            ContactRef::Tick { received_at, .. } => self.advance(*received_at, out),
         }
-    }
-
-    /// [`Detector::apply`] for a ping, without needing a [`Contact`].
-    pub fn apply_ping(&mut self, person_id: &str, received_at: Millis, out: &mut Vec<PersonEvent>) {
-        let r = Input::Ping {
-            person_id,
-            received_at,
-        };
-        self.apply_one(r, None, out);
-    }
-
-    /// [`Detector::apply`] for a registration, without needing a [`Contact`].
-    pub fn apply_registration(
-        &mut self,
-        person_id: &str,
-        address: &str,
-        received_at: Millis,
-        out: &mut Vec<PersonEvent>,
-    ) {
-        let r = Input::Registration {
-            person_id,
-            address,
-            received_at,
-        };
-        self.apply_one(r, None, out);
-    }
-
-    /// [`Detector::apply`] for a tick.
-    pub fn apply_tick(&mut self, received_at: Millis, out: &mut Vec<PersonEvent>) {
-        self.advance(received_at, out);
     }
 
     /// Stream time (largest `received_at` seen), `None` before the first record.
@@ -631,7 +564,7 @@ impl Detector {
                 let p = self.slab.get_mut(idx);
                 p.set_flags(p.flags() & !DIRTY);
                 buf.clear();
-                p.encode(&mut buf);
+                p.snapshot().encode(&mut buf);
                 f(p.id_bytes(), Some(&buf));
             }
         }
@@ -644,24 +577,17 @@ impl Detector {
         self.dirty.len()
     }
 
-    /// The current snapshot of one person, if known.
-    pub fn person_snapshot(&self, person_id: &str) -> Option<Vec<u8>> {
-        let slab = &self.slab;
-        let idx = self.index.find(hash(person_id.as_bytes()), |i| {
-            slab.get(i).id_bytes() == person_id.as_bytes()
-        })?;
-        let mut buf = Vec::new();
-        slab.get(idx).encode(&mut buf);
-        Some(buf)
-    }
-
     /// Restores one person from its changelog snapshot (later calls for the same id win).
     /// Only on a fresh detector, before the first `apply`.
     pub fn restore_person(&mut self, person_id: &str, bytes: &[u8]) -> Result<(), DetectorError> {
         if self.applied {
             return Err(DetectorError::RestoreAfterStart);
         }
-        let p = Person::decode(person_id, bytes)?;
+        let snapshot = PersonSnapshot::decode(bytes).map_err(|error| DetectorError::BadPerson {
+            person_id: person_id.to_owned(),
+            error,
+        })?;
+        let p = Person::from_snapshot(person_id, &snapshot);
         let flags = p.flags();
         let h = hash(person_id.as_bytes());
         let slab = &self.slab;
@@ -685,14 +611,14 @@ impl Detector {
         Ok(())
     }
 
-    /// The partition clock: version, started, stream time, excluded outage (little-endian).
-    pub fn clock_snapshot(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(18);
-        b.push(CLOCK_VERSION);
-        b.push(u8::from(self.started));
-        b.extend_from_slice(&self.stream.to_le_bytes());
-        b.extend_from_slice(&self.excluded.to_le_bytes());
-        b
+    /// The partition clock, encoded as the changelog stores it under its clock key.
+    pub fn clock_snapshot(&self) -> [u8; ClockSnapshot::LEN] {
+        ClockSnapshot {
+            started: self.started,
+            stream_time: self.stream,
+            excluded_outage_ms: self.excluded,
+        }
+        .encode()
     }
 
     /// Restores the partition clock. Only on a fresh detector, before the first `apply`.
@@ -700,29 +626,10 @@ impl Detector {
         if self.applied {
             return Err(DetectorError::RestoreAfterStart);
         }
-        if bytes.len() != 18 {
-            return Err(DetectorError::bad(
-                "clock",
-                format!("length {} != 18", bytes.len()),
-            ));
-        }
-        if bytes[0] != CLOCK_VERSION {
-            return Err(DetectorError::bad(
-                "clock",
-                format!("unknown version {}", bytes[0]),
-            ));
-        }
-        if bytes[1] > 1 {
-            return Err(DetectorError::bad("clock", "bad started flag"));
-        }
-        let stream = i64::from_le_bytes(bytes[2..10].try_into().unwrap_or_default());
-        let excluded = i64::from_le_bytes(bytes[10..18].try_into().unwrap_or_default());
-        if excluded < 0 {
-            return Err(DetectorError::bad("clock", "negative excluded outage"));
-        }
-        self.started = bytes[1] == 1;
-        self.stream = stream;
-        self.excluded = excluded;
+        let c = ClockSnapshot::decode(bytes).map_err(DetectorError::BadClock)?;
+        self.started = c.started;
+        self.stream = c.stream_time;
+        self.excluded = c.excluded_outage_ms;
         Ok(())
     }
 
@@ -735,16 +642,5 @@ impl Detector {
             addresses += p.address().len() as u64;
         }
         (ids, addresses)
-    }
-
-    /// Heap bytes held by the detector's own structures (slab, index, wheel, buffers), not
-    /// counting the per-person id/address blocks. For benchmarks and metrics.
-    pub fn structure_bytes(&self) -> usize {
-        self.slab.capacity_bytes()
-            + self.index.allocation_size()
-            + self.wheel.heap_bytes()
-            + (self.dirty.capacity() + self.pending.capacity() + self.batch.capacity()) * 4
-            + self.scratch_hashes.capacity() * 8
-            + self.scratch_found.capacity() * 4
     }
 }

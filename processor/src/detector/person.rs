@@ -1,19 +1,21 @@
 //! Compact per-person state (40 bytes inline, plus one heap block holding id and address) and
 //! the chunked slab that stores it.
 
-use super::error::DetectorError;
+use common::codec::changelog::{self, PersonSnapshot};
 use common::record::Millis;
 
+// The persisted bits are the changelog format's: one definition, so a snapshot's flags are
+// the state's flags without a translation table.
 /// Registered (has an address, has deadlines).
-pub(crate) const REGISTERED: u8 = 1;
+pub(crate) const REGISTERED: u8 = changelog::REGISTERED;
 /// Registered and a silence notice was sent for the current silence.
-pub(crate) const NOTICED: u8 = 2;
+pub(crate) const NOTICED: u8 = changelog::NOTICED;
 /// Not registered because of a deregistration (cleared by the next registration).
-pub(crate) const DEREGISTERED: u8 = 4;
+pub(crate) const DEREGISTERED: u8 = changelog::DEREGISTERED;
 /// Not registered and the `unregistered_contact` event was already sent.
-pub(crate) const UNREG_SENT: u8 = 8;
+pub(crate) const UNREG_SENT: u8 = changelog::UNREG_SENT;
 /// The bits that are part of the persisted state; the rest are in-memory bookkeeping.
-pub(crate) const PERSISTED: u8 = REGISTERED | NOTICED | DEREGISTERED | UNREG_SENT;
+pub(crate) const PERSISTED: u8 = changelog::PERSON_FLAGS;
 /// The person's live deadline entry is in a wheel slot (bucket in `sched`).
 pub(crate) const IN_RING: u8 = 16;
 /// The person's live deadline entry is in the wheel's due heap.
@@ -23,11 +25,8 @@ pub(crate) const DIRTY: u8 = 64;
 
 /// `seq` shares a word with the flags: 24 bits are far more transitions than a person can
 /// make, and keeping the struct at 40 bytes matters at 10M persons.
-pub(crate) const SEQ_MASK: u32 = (1 << 24) - 1;
-
-/// Snapshot format version (first byte of every person snapshot).
-pub(crate) const PERSON_VERSION: u8 = 1;
-const PERSON_HEADER: usize = 1 + 1 + 4 + 8 + 8;
+pub(crate) const SEQ_MASK: u32 = PersonSnapshot::SEQ_LIMIT - 1;
+const _: () = assert!(PERSISTED & (IN_RING | IN_HEAP | DIRTY) == 0);
 
 #[derive(Debug)]
 pub(crate) struct Person {
@@ -146,50 +145,28 @@ impl Person {
         s
     }
 
-    /// Appends the persisted snapshot: version, flags, seq, last contact (real, virtual),
-    /// then the address bytes to the end (empty unless registered). Little-endian.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(PERSON_VERSION);
-        out.push(self.flags() & PERSISTED);
-        out.extend_from_slice(&self.seq().to_le_bytes());
-        out.extend_from_slice(&self.lc_real.to_le_bytes());
-        out.extend_from_slice(&self.lc_virt.to_le_bytes());
-        out.extend_from_slice(self.address().as_bytes());
+    /// The persisted state, borrowing the address (nothing is copied).
+    pub fn snapshot(&self) -> PersonSnapshot<'_> {
+        PersonSnapshot {
+            flags: self.flags() & PERSISTED,
+            seq: self.seq(),
+            last_contact_at: self.lc_real,
+            last_contact_virtual: self.lc_virt,
+            address: self.address(),
+        }
     }
 
-    /// Decodes a snapshot written by [`Person::encode`].
-    pub fn decode(id: &str, b: &[u8]) -> Result<Person, DetectorError> {
-        let bad = |r: &str| DetectorError::bad("person", format!("{id}: {r}"));
-        if b.len() < PERSON_HEADER {
-            return Err(bad("truncated"));
-        }
-        if b[0] != PERSON_VERSION {
-            return Err(bad(&format!("unknown version {}", b[0])));
-        }
-        let flags = b[1];
-        let registered = flags & REGISTERED != 0;
-        if flags & !PERSISTED != 0
-            || (flags & NOTICED != 0 && !registered)
-            || (registered && flags & (DEREGISTERED | UNREG_SENT) != 0)
-        {
-            return Err(bad(&format!("inconsistent flags {flags:#x}")));
-        }
-        let seq = u32::from_le_bytes(b[2..6].try_into().unwrap_or_default());
-        if seq > SEQ_MASK {
-            return Err(bad("seq out of range"));
-        }
-        let lc_real = i64::from_le_bytes(b[6..14].try_into().unwrap_or_default());
-        let lc_virt = i64::from_le_bytes(b[14..22].try_into().unwrap_or_default());
-        if lc_virt > lc_real {
-            return Err(bad("virtual last contact after real one"));
-        }
-        let address = std::str::from_utf8(&b[22..]).map_err(|_| bad("address is not UTF-8"))?;
-        if !registered && !address.is_empty() {
-            return Err(bad("address without registration"));
-        }
-        let mut p = Person::new(id, address, lc_real, lc_virt, flags);
-        p.meta |= seq << 8;
-        Ok(p)
+    /// A person as its changelog snapshot (already checked by the codec) describes it.
+    pub fn from_snapshot(id: &str, s: &PersonSnapshot<'_>) -> Person {
+        let mut p = Person::new(
+            id,
+            s.address,
+            s.last_contact_at,
+            s.last_contact_virtual,
+            s.flags,
+        );
+        p.meta |= (s.seq & SEQ_MASK) << 8;
+        p
     }
 }
 
@@ -217,14 +194,6 @@ impl Slab {
     pub fn get_mut(&mut self, i: u32) -> &mut Person {
         &mut self.chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)]
     }
-    pub fn capacity_bytes(&self) -> usize {
-        self.chunks
-            .iter()
-            .map(|c| c.capacity() * std::mem::size_of::<Person>())
-            .sum::<usize>()
-            + self.chunks.capacity() * std::mem::size_of::<Vec<Person>>()
-    }
-
     pub fn push(&mut self, p: Person) -> u32 {
         assert!(
             self.len < u32::MAX,
@@ -260,9 +229,9 @@ mod tests {
             assert_eq!(p.next_seq(), 0);
             assert_eq!(p.next_seq(), 1);
             let mut b = Vec::new();
-            p.encode(&mut b);
-            assert_eq!(b[0], PERSON_VERSION);
-            let q = Person::decode(id, &b).unwrap();
+            p.snapshot().encode(&mut b);
+            assert_eq!(b[0], changelog::PERSON_VERSION);
+            let q = Person::from_snapshot(id, &PersonSnapshot::decode(&b).unwrap());
             assert_eq!(
                 (q.id(), q.address(), q.seq(), q.lc_real, q.lc_virt),
                 (id, "Tverskaya 1", 2, 10, 7)
@@ -274,30 +243,17 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_keeps_only_persisted_flags() {
+        let p = Person::new("p", "a", 1, 1, REGISTERED | IN_RING | DIRTY);
+        assert_eq!(p.snapshot().flags, REGISTERED);
+    }
+
+    #[test]
     fn seq_wraps_at_24_bits_without_touching_flags() {
         let mut p = Person::new("p", "", 0, 0, UNREG_SENT | DIRTY);
         p.meta |= SEQ_MASK << 8;
         assert_eq!(p.next_seq(), SEQ_MASK);
         assert_eq!(p.seq(), 0);
         assert_eq!(p.flags(), UNREG_SENT | DIRTY);
-    }
-
-    #[test]
-    fn bad_snapshots_are_rejected() {
-        let mut good = Vec::new();
-        Person::new("p", "a", 1, 1, REGISTERED).encode(&mut good);
-        assert!(Person::decode("p", &good[..10]).is_err());
-        let mut v = good.clone();
-        v[0] = 9;
-        assert!(Person::decode("p", &v).is_err());
-        let mut v = good.clone();
-        v[1] = NOTICED; // noticed but not registered
-        assert!(Person::decode("p", &v).is_err());
-        let mut v = good.clone();
-        v[1] = UNREG_SENT; // address without registration
-        assert!(Person::decode("p", &v).is_err());
-        let mut v = good.clone();
-        v.push(0xff);
-        assert!(Person::decode("p", &v).is_err());
     }
 }

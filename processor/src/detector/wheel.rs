@@ -166,11 +166,4 @@ impl Wheel {
             }
         }
     }
-
-    /// Entries currently held (for memory accounting): slot capacities and heap.
-    pub fn heap_bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.capacity() * 4).sum::<usize>()
-            + self.slots.capacity() * std::mem::size_of::<Vec<u32>>()
-            + self.due.capacity() * 16
-    }
 }
