@@ -731,103 +731,25 @@ fn check_accuracy(v: &Val<'_>) -> Result<Option<f32>, String> {
 // RFC 3339.
 
 /// Parses an RFC 3339 date-time (`2025-09-01T12:00:00.123+03:00`, `...Z`) into epoch
-/// milliseconds. Fractions beyond milliseconds are truncated; a leap second (`:60`) is read
-/// as the first second of the next minute.
+/// milliseconds. Fractions beyond milliseconds are truncated. A leap second (`:60`) is accepted
+/// only where one can occur (23:59:60 UTC on the last day of a month) and is read as the last
+/// nanosecond of the minute before it, as `time` reads it.
+///
+/// `time`'s RFC 3339 parser does the work. Two things it accepts are refused here first, as
+/// this function always did: a date/time separator other than `T`, `t` or the space that RFC
+/// 3339 section 5.6 allows (`time` takes any one byte there), and more than nine fraction
+/// digits (`time` reads any number).
 pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     let b = s.as_bytes();
-    if b.len() < 20 {
+    // `time` needs the fields at these fixed positions anyway: 4-digit year, 2-digit rest.
+    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let mut n = 0i64;
-        for &c in b.get(r)? {
-            if !c.is_ascii_digit() {
-                return None;
-            }
-            n = n * 10 + i64::from(c - b'0');
-        }
-        Some(n)
-    };
-    let year = num(0..4)?;
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    if b.get(19) == Some(&b'.') && b[20..].iter().take_while(|c| c.is_ascii_digit()).count() > 9 {
         return None;
     }
-    let month = num(5..7)?;
-    let day = num(8..10)?;
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let hour = num(11..13)?;
-    let minute = num(14..16)?;
-    let second = num(17..19)?;
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut millis = 0i64;
-    if b[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 3 {
-                millis = millis * 10 + i64::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        let digits = i - start;
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        for _ in digits..3 {
-            millis *= 10;
-        }
-    }
-    let offset_min = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        c @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let m = oh * 60 + om;
-            if *c == b'-' { -m } else { m }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_min * 60;
-    Some(secs * 1000 + millis)
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(y) => 29,
-        _ => 28,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp() * 1000 + i64::from(t.millisecond()))
 }
 
 #[cfg(test)]
@@ -897,6 +819,20 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rfc3339_leap_seconds_only_where_they_can_occur() {
+        // 2016-12-31T23:59:60Z was a leap second: the last millisecond before 2017.
+        assert_eq!(
+            parse_rfc3339("2016-12-31T23:59:60Z"),
+            Some(1_483_228_800_000 - 1)
+        );
+        assert_eq!(
+            parse_rfc3339("2017-01-01T02:59:60.5+03:00"),
+            Some(1_483_228_800_000 - 1)
+        );
+        assert_eq!(parse_rfc3339("2025-09-01T12:00:60Z"), None);
     }
 
     #[test]
