@@ -6,15 +6,20 @@
 //!   the wire, times in epoch milliseconds.
 //! - [`config`] — layered configuration (embedded `defaults.toml` → `--config FILE` →
 //!   `LASTSEEN_<SECTION>__<KEY>`), every problem reported at once.
-//! - [`telemetry`] — logging, the `/metrics` `/healthz` `/readyz` admin server, shutdown.
+//! - [`telemetry`] — logging, the `/metrics` `/healthz` `/readyz` admin server.
+//! - [`lifecycle`] — what every service's `run(config, listeners, shutdown)` takes
+//!   ([`Listeners`], [`Shutdown`]) and the one retry-until-shutdown helper with its [`Backoff`].
 //! - [`cli`] — the command-line arguments every service shares.
 
 pub mod cli;
+pub mod codec;
 pub mod config;
+pub mod lifecycle;
 pub mod record;
 pub mod telemetry;
 
 pub use config::Config;
+pub use lifecycle::{Backoff, Listeners, Retryable, Shutdown};
 pub use record::{
     Contact, ContactRef, DeadLetter, EventKind, Millis, PersonEvent, Ping, Registration, Tick,
 };

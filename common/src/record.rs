@@ -25,14 +25,14 @@ pub fn now_millis() -> Millis {
 
 /// Everything on the contacts topic: what the processor consumes.
 ///
-/// Serialised internally tagged (`{"type":"ping",...}`). Deserialisation goes through a flat
-/// struct in one pass ([`RawContact`]) instead of serde's buffered internally-tagged path,
-/// which costs several times more per record on the hot paths of the processor and the sink.
+/// Serialised internally tagged (`{"type":"ping",...}`). Deserialisation goes through one flat
+/// struct in one pass (see [`crate::codec::contact`]) instead of serde's buffered
+/// internally-tagged path, which costs several times more per record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
     tag = "type",
     rename_all = "snake_case",
-    try_from = "RawContact<String>"
+    try_from = "crate::codec::contact::RawContact<String>"
 )]
 pub enum Contact {
     /// A person registers, or declares a new residence address.
@@ -73,73 +73,22 @@ impl Contact {
     }
 }
 
-/// The record types on the contacts topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum ContactType {
-    Registration,
-    Ping,
-    Tick,
-}
-
-/// A string field of a contact: borrowed from the message when it contains no escapes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
-/// Every field any contact may carry, decoded in one pass; [`RawContact::check`] then
-/// requires each type to have exactly its own fields. Generic over the string type so the
-/// owned [`Contact`] and the borrowed [`ContactRef`] share one set of rules.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawContact<S> {
-    #[serde(rename = "type")]
-    kind: ContactType,
-    person_id: Option<S>,
-    device_id: Option<S>,
-    address: Option<S>,
-    device_ts: Option<Millis>,
-    lat: Option<f64>,
-    lon: Option<f64>,
-    accuracy_m: Option<f32>,
-    received_at: Millis,
-    source: Option<S>,
-}
-
-/// A contact whose fields were checked against its type.
-enum Checked<S> {
+/// A contact with its strings borrowed from the message it was decoded from (owned only where
+/// a string had escapes): what [`crate::codec::contact::decode`] returns, and the one input
+/// type of the processor's detector. [`Contact`] is its owned form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContactRef<'a> {
     Registration {
-        person_id: S,
-        device_id: Option<S>,
-        address: S,
+        person_id: Cow<'a, str>,
+        device_id: Cow<'a, str>,
+        address: Cow<'a, str>,
         lat: Option<f64>,
         lon: Option<f64>,
         received_at: Millis,
     },
     Ping {
-        person_id: S,
-        device_id: S,
+        person_id: Cow<'a, str>,
+        device_id: Cow<'a, str>,
         device_ts: Millis,
         lat: f64,
         lon: f64,
@@ -148,162 +97,14 @@ enum Checked<S> {
     },
     Tick {
         received_at: Millis,
-        source: Option<S>,
-    },
-}
-
-impl<S> RawContact<S> {
-    fn check(self) -> Result<Checked<S>, String> {
-        fn need<T>(v: Option<T>, field: &str, kind: &str) -> Result<T, String> {
-            v.ok_or_else(|| format!("missing field `{field}` in a {kind}"))
-        }
-        fn none<T>(v: &Option<T>, field: &str, kind: &str) -> Result<(), String> {
-            match v {
-                Some(_) => Err(format!("unknown field `{field}` in a {kind}")),
-                None => Ok(()),
-            }
-        }
-        let r = self;
-        match r.kind {
-            ContactType::Registration => {
-                let k = "registration";
-                none(&r.device_ts, "device_ts", k)?;
-                none(&r.accuracy_m, "accuracy_m", k)?;
-                none(&r.source, "source", k)?;
-                Ok(Checked::Registration {
-                    person_id: need(r.person_id, "person_id", k)?,
-                    device_id: r.device_id,
-                    address: need(r.address, "address", k)?,
-                    lat: r.lat,
-                    lon: r.lon,
-                    received_at: r.received_at,
-                })
-            }
-            ContactType::Ping => {
-                let k = "ping";
-                none(&r.address, "address", k)?;
-                none(&r.source, "source", k)?;
-                Ok(Checked::Ping {
-                    person_id: need(r.person_id, "person_id", k)?,
-                    device_id: need(r.device_id, "device_id", k)?,
-                    device_ts: need(r.device_ts, "device_ts", k)?,
-                    lat: need(r.lat, "lat", k)?,
-                    lon: need(r.lon, "lon", k)?,
-                    accuracy_m: r.accuracy_m,
-                    received_at: r.received_at,
-                })
-            }
-            ContactType::Tick => {
-                let k = "tick";
-                none(&r.person_id, "person_id", k)?;
-                none(&r.device_id, "device_id", k)?;
-                none(&r.address, "address", k)?;
-                none(&r.device_ts, "device_ts", k)?;
-                none(&r.lat, "lat", k)?;
-                none(&r.lon, "lon", k)?;
-                none(&r.accuracy_m, "accuracy_m", k)?;
-                Ok(Checked::Tick {
-                    received_at: r.received_at,
-                    source: r.source,
-                })
-            }
-        }
-    }
-}
-
-impl TryFrom<RawContact<String>> for Contact {
-    type Error = String;
-
-    fn try_from(r: RawContact<String>) -> Result<Contact, String> {
-        Ok(match r.check()? {
-            Checked::Registration {
-                person_id,
-                device_id,
-                address,
-                lat,
-                lon,
-                received_at,
-            } => Contact::Registration(Registration {
-                person_id,
-                device_id: device_id.unwrap_or_default(),
-                address,
-                lat,
-                lon,
-                received_at,
-            }),
-            Checked::Ping {
-                person_id,
-                device_id,
-                device_ts,
-                lat,
-                lon,
-                accuracy_m,
-                received_at,
-            } => Contact::Ping(Ping {
-                person_id,
-                device_id,
-                device_ts,
-                lat,
-                lon,
-                accuracy_m,
-                received_at,
-            }),
-            Checked::Tick {
-                received_at,
-                source,
-            } => Contact::Tick(Tick {
-                received_at,
-                source: source.unwrap_or_default(),
-            }),
-        })
-    }
-}
-
-/// What the processor needs of a contact, borrowed from the message (no allocation unless a
-/// string has escapes). [`ContactRef::decode`] accepts and rejects exactly what decoding a
-/// [`Contact`] does.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ContactRef<'a> {
-    Registration {
-        person_id: Cow<'a, str>,
-        address: Cow<'a, str>,
-        received_at: Millis,
-    },
-    Ping {
-        person_id: Cow<'a, str>,
-        received_at: Millis,
-    },
-    Tick {
-        received_at: Millis,
+        source: Cow<'a, str>,
     },
 }
 
 impl<'a> ContactRef<'a> {
-    /// Decodes and checks one contacts-topic message; the error says what is wrong.
-    pub fn decode(payload: &'a [u8]) -> Result<ContactRef<'a>, String> {
-        let raw: RawContact<Text<'a>> =
-            serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-        Ok(match raw.check()? {
-            Checked::Registration {
-                person_id,
-                address,
-                received_at,
-                ..
-            } => ContactRef::Registration {
-                person_id: person_id.0,
-                address: address.0,
-                received_at,
-            },
-            Checked::Ping {
-                person_id,
-                received_at,
-                ..
-            } => ContactRef::Ping {
-                person_id: person_id.0,
-                received_at,
-            },
-            Checked::Tick { received_at, .. } => ContactRef::Tick { received_at },
-        })
+    /// Decodes and checks one contacts-topic message ([`crate::codec::contact::decode`]).
+    pub fn decode(payload: &'a [u8]) -> Result<ContactRef<'a>, crate::codec::DecodeError> {
+        crate::codec::contact::decode(payload)
     }
 
     /// Short name of the record type, as [`Contact::type_name`].
@@ -312,6 +113,99 @@ impl<'a> ContactRef<'a> {
             ContactRef::Registration { .. } => "registration",
             ContactRef::Ping { .. } => "ping",
             ContactRef::Tick { .. } => "tick",
+        }
+    }
+
+    /// The server receive time stamped by ingest.
+    pub fn received_at(&self) -> Millis {
+        match self {
+            ContactRef::Registration { received_at, .. }
+            | ContactRef::Ping { received_at, .. }
+            | ContactRef::Tick { received_at, .. } => *received_at,
+        }
+    }
+
+    /// The person this record is about; `None` for ticks.
+    pub fn person_id(&self) -> Option<&str> {
+        match self {
+            ContactRef::Registration { person_id, .. } | ContactRef::Ping { person_id, .. } => {
+                Some(person_id)
+            }
+            ContactRef::Tick { .. } => None,
+        }
+    }
+
+    /// The owned form.
+    pub fn into_owned(self) -> Contact {
+        match self {
+            ContactRef::Registration {
+                person_id,
+                device_id,
+                address,
+                lat,
+                lon,
+                received_at,
+            } => Contact::Registration(Registration {
+                person_id: person_id.into_owned(),
+                device_id: device_id.into_owned(),
+                address: address.into_owned(),
+                lat,
+                lon,
+                received_at,
+            }),
+            ContactRef::Ping {
+                person_id,
+                device_id,
+                device_ts,
+                lat,
+                lon,
+                accuracy_m,
+                received_at,
+            } => Contact::Ping(Ping {
+                person_id: person_id.into_owned(),
+                device_id: device_id.into_owned(),
+                device_ts,
+                lat,
+                lon,
+                accuracy_m,
+                received_at,
+            }),
+            ContactRef::Tick {
+                received_at,
+                source,
+            } => Contact::Tick(Tick {
+                received_at,
+                source: source.into_owned(),
+            }),
+        }
+    }
+}
+
+impl Contact {
+    /// The borrowed form (no copies).
+    pub fn as_ref(&self) -> ContactRef<'_> {
+        match self {
+            Contact::Registration(r) => ContactRef::Registration {
+                person_id: Cow::Borrowed(&r.person_id),
+                device_id: Cow::Borrowed(&r.device_id),
+                address: Cow::Borrowed(&r.address),
+                lat: r.lat,
+                lon: r.lon,
+                received_at: r.received_at,
+            },
+            Contact::Ping(p) => ContactRef::Ping {
+                person_id: Cow::Borrowed(&p.person_id),
+                device_id: Cow::Borrowed(&p.device_id),
+                device_ts: p.device_ts,
+                lat: p.lat,
+                lon: p.lon,
+                accuracy_m: p.accuracy_m,
+                received_at: p.received_at,
+            },
+            Contact::Tick(t) => ContactRef::Tick {
+                received_at: t.received_at,
+                source: Cow::Borrowed(&t.source),
+            },
         }
     }
 }
@@ -482,60 +376,6 @@ pub struct DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn contact_ref_accepts_and_rejects_exactly_what_contact_does() {
-        let cases = [
-            r#"{"type":"ping","person_id":"p1","device_id":"d","device_ts":1,"lat":1.5,"lon":2.5,"received_at":9}"#,
-            r#"{"type":"ping","person_id":"p\u00e9\"","device_id":"d","device_ts":1,"lat":1,"lon":2,"accuracy_m":3,"received_at":9}"#,
-            r#"{"type":"ping","person_id":"p1","device_id":"d","device_ts":1,"lat":1.5,"received_at":9}"#,
-            r#"{"type":"ping","person_id":"p1","device_id":"d","device_ts":1,"lat":1.5,"lon":2,"address":"x","received_at":9}"#,
-            r#"{"type":"ping","person_id":"p1","device_id":"d","device_ts":1,"lat":"1","lon":2,"received_at":9}"#,
-            r#"{"type":"registration","person_id":"p1","address":"Arbat 1","received_at":9}"#,
-            r#"{"type":"registration","person_id":"p1","device_id":"d","address":"A","lat":1,"lon":2,"received_at":9}"#,
-            r#"{"type":"registration","person_id":"p1","received_at":9}"#,
-            r#"{"type":"registration","person_id":"p1","address":"A","device_ts":3,"received_at":9}"#,
-            r#"{"type":"tick","received_at":5}"#,
-            r#"{"type":"tick","received_at":5,"source":"i1"}"#,
-            r#"{"type":"tick","received_at":5,"person_id":"p"}"#,
-            r#"{"type":"tick"}"#,
-            r#"{"type":"nope","received_at":5}"#,
-            r#"{"type":"tick","received_at":5,"extra":1}"#,
-            r#"not json"#,
-        ];
-        for c in cases {
-            let owned = serde_json::from_str::<Contact>(c);
-            let view = ContactRef::decode(c.as_bytes());
-            assert_eq!(owned.is_ok(), view.is_ok(), "{c}: {owned:?} vs {view:?}");
-            let (Ok(owned), Ok(view)) = (owned, view) else {
-                continue;
-            };
-            assert_eq!(owned.type_name(), view.type_name());
-            let expect = match &owned {
-                Contact::Ping(p) => ContactRef::Ping {
-                    person_id: Cow::Borrowed(p.person_id.as_str()),
-                    received_at: p.received_at,
-                },
-                Contact::Registration(r) => ContactRef::Registration {
-                    person_id: Cow::Borrowed(r.person_id.as_str()),
-                    address: Cow::Borrowed(r.address.as_str()),
-                    received_at: r.received_at,
-                },
-                Contact::Tick(t) => ContactRef::Tick {
-                    received_at: t.received_at,
-                },
-            };
-            assert_eq!(view, expect, "{c}");
-        }
-        // Plain strings are borrowed, not copied.
-        let b = br#"{"type":"ping","person_id":"p1","device_id":"d","device_ts":1,"lat":1,"lon":2,"received_at":9}"#;
-        match ContactRef::decode(b) {
-            Ok(ContactRef::Ping { person_id, .. }) => {
-                assert!(matches!(person_id, Cow::Borrowed("p1")))
-            }
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn contact_round_trips_with_type_tag() {

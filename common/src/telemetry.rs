@@ -1,7 +1,8 @@
-//! Logging, the small admin HTTP server (`/metrics`, `/healthz`, `/readyz`) and shutdown
-//! signals, shared by the services.
+//! Logging and the small admin HTTP server (`/metrics`, `/healthz`, `/readyz`), shared by the
+//! services. Shutdown signals are [`crate::lifecycle::Shutdown::on_signal`].
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, LogFormat};
+use crate::lifecycle::Shutdown;
 use axum::{Router, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ pub fn init_logging(cfg: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     // try_init: tests may call this more than once.
-    let _ = if cfg.format == "json" {
+    let _ = if cfg.format == LogFormat::Json {
         registry
             .with(fmt::layer().json().with_current_span(false))
             .try_init()
@@ -78,37 +79,14 @@ pub fn admin_router(registry: Registry, ready: Readiness) -> Router {
         )
 }
 
-/// Serves the admin router on `listener` until `shutdown` resolves.
+/// Serves the admin router on `listener` until `shutdown` is triggered.
 pub async fn serve_admin(
     listener: TcpListener,
     registry: Registry,
     ready: Readiness,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     axum::serve(listener, admin_router(registry, ready))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(shutdown.wait_owned())
         .await
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received");
 }

@@ -561,7 +561,8 @@ async fn async_main(args: Args) {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.set_nonblocking(true).unwrap();
             let addr = listener.local_addr().unwrap();
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let tx = common::lifecycle::Shutdown::new();
+            let rx = tx.clone();
             let cfg = config.clone();
             let producer = producer_settings(&config, &args.producer_set);
             let handle = std::thread::spawn(move || {
@@ -573,10 +574,8 @@ async fn async_main(args: Args) {
                     .unwrap();
                 rt.block_on(async move {
                     let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                    ingest::run_with_producer(l, cfg, producer, async {
-                        let _ = rx.await;
-                    })
-                    .await
+                    let listeners = common::lifecycle::Listeners::public(l);
+                    ingest::run_with_producer(cfg, listeners, rx, producer).await
                 })
             });
             server = Some((tx, handle));
@@ -665,7 +664,7 @@ async fn async_main(args: Args) {
     }
 
     if let Some((tx, handle)) = server {
-        let _ = tx.send(());
+        tx.trigger();
         let _ = handle.join();
     }
     if fresh_topic {

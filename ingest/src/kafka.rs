@@ -19,7 +19,6 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -211,12 +210,10 @@ impl Records {
         self.spans.clear();
     }
     /// Appends one record keyed by `key`.
-    pub fn push<T: Serialize>(&mut self, key: &str, value: &T) {
-        let k0 = self.buf.len();
-        self.buf.extend_from_slice(key.as_bytes());
-        let k1 = self.buf.len();
-        serde_json::to_writer(&mut self.buf, value).expect("records serialize");
-        self.spans.push((k0..k1, k1..self.buf.len()));
+    pub fn push(&mut self, key: &str, value: &common::Contact) {
+        self.push_raw(key.as_bytes(), |buf| {
+            common::codec::contact::encode(value, buf)
+        });
     }
     /// Appends one record keyed by `key` whose payload `write` appends to the buffer.
     pub fn push_raw(&mut self, key: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
@@ -435,8 +432,7 @@ impl Kafka {
     /// Enqueues one tick into each of `partitions` partitions; the returned batch completes
     /// when all are acknowledged.
     pub fn send_ticks(&self, partitions: i32, tick: &Tick) -> Result<Arc<Batch>, ProduceError> {
-        let payload =
-            serde_json::to_vec(&common::Contact::Tick(tick.clone())).expect("tick serializes");
+        let payload = common::codec::contact::to_vec(&common::Contact::Tick(tick.clone()));
         let n = partitions.max(0) as usize;
         let batch = Batch::new(n);
         for p in 0..partitions {

@@ -6,7 +6,7 @@
 //! every record of the request. A background task writes a tick into every partition of the
 //! contacts topic each `clock.tick_interval` while the producer is healthy.
 //!
-//! The service is [`run`]: give it a listener, the configuration and a shutdown future.
+//! The service is [`run`]: give it the configuration, its [`Listeners`] and a [`Shutdown`].
 
 pub mod auth;
 pub mod decode;
@@ -26,14 +26,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use common::Config;
+use common::lifecycle::{Listeners, Shutdown};
 use common::record::{Millis, now_millis};
 use common::telemetry::Readiness;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 pub use decode::{decode_pings, decode_registration};
 
@@ -242,41 +241,15 @@ impl RunError {
     }
 }
 
-/// Appends the contacts-topic records of `pings` (keyed by person) to `out`.
-///
-/// The JSON is exactly that of `common::Contact::Ping` (see the tests); it is written by hand
-/// so that the person and device ids are escaped once per request, not once per ping.
+/// Appends the contacts-topic records of `pings` (keyed by person) to `out`, with the one
+/// codec's ping encoder (the person and device ids are escaped once per request).
 pub fn encode_pings(id: &Identity, pings: &[PingIn], received_at: Millis, out: &mut Records) {
-    let mut prefix = Vec::with_capacity(64 + id.person_id.len() + id.device_id.len());
-    prefix.extend_from_slice(br#"{"type":"ping","person_id":"#);
-    serde_json::to_writer(&mut prefix, &id.person_id).expect("string serializes");
-    prefix.extend_from_slice(br#","device_id":"#);
-    serde_json::to_writer(&mut prefix, &id.device_id).expect("string serializes");
-    prefix.extend_from_slice(br#","device_ts":"#);
-    // The same for every ping of the request: formatted once.
-    let mut suffix = Vec::with_capacity(40);
-    suffix.extend_from_slice(br#","received_at":"#);
-    write_json(&mut suffix, &received_at);
-    suffix.push(b'}');
+    let enc = common::codec::contact::PingEncoder::new(&id.person_id, &id.device_id, received_at);
     for p in pings {
         out.push_raw(id.person_id.as_bytes(), |buf| {
-            buf.extend_from_slice(&prefix);
-            write_json(buf, &p.device_ts);
-            buf.extend_from_slice(br#","lat":"#);
-            write_json(buf, &p.lat);
-            buf.extend_from_slice(br#","lon":"#);
-            write_json(buf, &p.lon);
-            if let Some(a) = p.accuracy_m {
-                buf.extend_from_slice(br#","accuracy_m":"#);
-                write_json(buf, &a);
-            }
-            buf.extend_from_slice(&suffix);
+            enc.encode(p.device_ts, p.lat, p.lon, p.accuracy_m, buf)
         });
     }
-}
-
-fn write_json<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
-    serde_json::to_writer(buf, v).expect("number serializes");
 }
 
 struct App {
@@ -493,25 +466,30 @@ fn router(app: Arc<App>, ready: Readiness) -> Router {
         .merge(common::telemetry::admin_router(registry, ready))
 }
 
-/// Runs ingest on `listener` until `shutdown` resolves, then stops accepting, finishes the
-/// requests in flight, stops the ticks and flushes the producer.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), RunError> {
+/// Runs ingest until `shutdown` is triggered, then stops accepting, finishes the requests in
+/// flight, stops the ticks and flushes the producer.
+///
+/// `listeners.public` (required) serves the API and the admin endpoints; `listeners.admin`,
+/// if given, serves the admin endpoints alone as well.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), RunError> {
     let producer = kafka::producer_config(&config);
-    run_with_producer(listener, config, producer, shutdown).await
+    run_with_producer(config, listeners, shutdown, producer).await
 }
 
 /// [`run`] with these librdkafka producer settings instead of [`kafka::producer_config`]'s
 /// (the benchmark uses it to try other settings on ingest and its floor alike).
 pub async fn run_with_producer(
-    listener: TcpListener,
     config: Config,
+    listeners: Listeners,
+    shutdown: Shutdown,
     producer: rdkafka::ClientConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let Some(listener) = listeners.public else {
+        return Err(RunError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "ingest needs a public listener",
+        )));
+    };
     let verifier = Verifier::from_config(&config.auth)?;
     let kafka = Arc::new(Kafka::with_client_config(&config, producer)?);
     let metrics = Arc::new(Metrics::new());
@@ -530,6 +508,7 @@ pub async fn run_with_producer(
         kafka: kafka.clone(),
         metrics: metrics.clone(),
     });
+    // The ticks and the sweeper stop after the server has drained, not with it.
     let stop = tokio_util::sync::CancellationToken::new();
     let ticks = tokio::spawn(kafka::tick_loop(
         kafka.clone(),
@@ -557,11 +536,22 @@ pub async fn run_with_producer(
         topic = %config.kafka.contacts_topic,
         "ingest listening"
     );
+    let admin = listeners.admin.map(|l| {
+        tokio::spawn(common::telemetry::serve_admin(
+            l,
+            metrics.registry.clone(),
+            ready.clone(),
+            shutdown.clone(),
+        ))
+    });
     let served = axum::serve(listener, router(app, ready.clone()))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(shutdown.wait_owned())
         .await;
     ready.set(false);
     stop.cancel();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
     let _ = ticks.await;
     let _ = sweeper.await;
     let timeout = config.ingest.produce_timeout;

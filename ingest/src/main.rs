@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use common::cli::ConfigArgs;
+use common::lifecycle::{Listeners, Shutdown};
 
 /// lastseen ingest: the HTTP API the phones send location pings to.
 #[derive(Debug, Parser)]
@@ -12,7 +13,7 @@ struct Args {
     config: ConfigArgs,
     /// Listen address; overrides `ingest.listen`.
     #[arg(long)]
-    listen: Option<String>,
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -23,10 +24,8 @@ async fn main() -> anyhow::Result<()> {
         config.ingest.listen = l;
     }
     common::telemetry::init_logging(&config.log);
-    let listener = tokio::net::TcpListener::bind(&config.ingest.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.ingest.listen))?;
-    ingest::run(listener, config, common::telemetry::shutdown_signal())
+    let listeners = Listeners::public(Listeners::bind(&config.ingest.listen).await?);
+    ingest::run(config, listeners, Shutdown::on_signal())
         .await
         .context("ingest stopped")?;
     Ok(())

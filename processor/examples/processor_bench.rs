@@ -287,7 +287,7 @@ async fn throughput_bench(
     cfg.kafka.dead_letter_topic = unique("dead");
     cfg.processor.group_id = unique("group");
     cfg.processor.transactional_id_prefix = unique("txn");
-    cfg.processor.listen = "127.0.0.1:0".into();
+    cfg.processor.listen = ([127, 0, 0, 1], 0).into();
     if let Ok(v) = std::env::var("BENCH_COMMIT_MS") {
         cfg.processor.commit_interval = Duration::from_millis(v.parse().expect("ms"));
     }
@@ -300,11 +300,13 @@ async fn throughput_bench(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = common::lifecycle::Shutdown::new();
     let started = Instant::now();
-    let svc = tokio::spawn(service::run(cfg, listener, async move {
-        let _ = stop_rx.await;
-    }));
+    let svc = tokio::spawn(service::run(
+        cfg,
+        common::lifecycle::Listeners::admin(listener),
+        stop.clone(),
+    ));
     let checker: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", &group)
@@ -340,7 +342,7 @@ async fn throughput_bench(
     let secs = started.elapsed().as_secs_f64();
     let (t_first, n_first) = first.expect("at least one commit");
     let steady = (total - n_first) as f64 / t_first.elapsed().as_secs_f64();
-    let _ = stop_tx.send(());
+    stop.trigger();
     svc.await.expect("join").expect("service");
     let k = &cfg_topics;
     delete_topics(

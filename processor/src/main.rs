@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use common::cli::ConfigArgs;
+use common::lifecycle::{Listeners, Shutdown};
 
 /// Per-person silence and deregistration detection over the contacts topic, exactly once.
 #[derive(Debug, Parser)]
@@ -17,10 +18,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = args.config.load()?;
     common::telemetry::init_logging(&cfg.log);
-    let listener = tokio::net::TcpListener::bind(&cfg.processor.listen)
+    let admin = Listeners::bind(&cfg.processor.listen)
         .await
-        .with_context(|| format!("binding processor.listen {}", cfg.processor.listen))?;
+        .context("processor.listen")?;
     tracing::info!(listen = %cfg.processor.listen, topic = %cfg.kafka.contacts_topic, "processor starting");
-    processor::service::run(cfg, listener, common::telemetry::shutdown_signal()).await?;
+    processor::service::run(cfg, Listeners::admin(admin), Shutdown::on_signal()).await?;
     Ok(())
 }

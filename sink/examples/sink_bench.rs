@@ -69,12 +69,15 @@ async fn main() {
     config.kafka.dead_letter_topic = format!("{id}.dlq");
     config.clickhouse.database = id.clone();
     config.sink.group_id = id.clone();
-    config.sink.listen = "127.0.0.1:0".into();
+    config.sink.listen = ([127, 0, 0, 1], 0).into();
     // `RUST_LOG=sink=debug` shows the sink's start-up and every batch, with timestamps.
     config.log.level = "warn".into();
     // Sink and ClickHouse share this host, as in the local deploy (`deploy/local/demo`), so the
     // insert bodies are not compressed unless asked (`--compression lz4`).
-    config.clickhouse.compression = arg_str("--compression").unwrap_or_else(|| "none".into());
+    config.clickhouse.compression = arg_str("--compression")
+        .map_or(common::config::Compression::None, |s| {
+            s.parse().expect("--compression")
+        });
     // Batch limits: the configured defaults unless given.
     config.sink.max_rows = arg("--max-rows", config.sink.max_rows as u64) as usize;
     config.sink.max_bytes = arg("--max-bytes", config.sink.max_bytes as u64) as usize;
@@ -166,7 +169,7 @@ async fn main() {
 
     // The sink.
     let ch = sink::ch::Ch::new(&config.clickhouse);
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = common::lifecycle::Shutdown::new();
     // The schema exists before the clock starts, as for the floor and the peer; the sink still
     // checks it (and finds nothing to apply) inside the timed phase.
     sink::migrate_once(&config).await.unwrap();
@@ -175,9 +178,11 @@ async fn main() {
     eprintln!("phase: sink start");
     let cpu0 = Cpu::now();
     let t0 = Instant::now();
-    let handle = tokio::spawn(sink::run(config.clone(), async move {
-        let _ = rx.await;
-    }));
+    let handle = tokio::spawn(sink::run(
+        config.clone(),
+        common::lifecycle::Listeners::default(),
+        stop.clone(),
+    ));
     let mut first_visible = None;
     loop {
         let n = count(&ch, "pings").await;
@@ -196,7 +201,7 @@ async fn main() {
     let sink_secs = t0.elapsed().as_secs_f64();
     let sink_cpu = Cpu::now().since(&cpu0);
     eprintln!("phase: sink end");
-    let _ = stop.send(());
+    stop.trigger();
     handle.await.unwrap().unwrap();
     let first = first_visible.unwrap_or_default().as_secs_f64();
 

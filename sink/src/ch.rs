@@ -35,9 +35,9 @@ impl Ch {
             .with_user(&cfg.user)
             .with_password(&cfg.password)
             .with_validation(false)
-            .with_compression(match cfg.compression.as_str() {
-                "none" => Compression::None,
-                _ => Compression::Lz4,
+            .with_compression(match cfg.compression {
+                common::config::Compression::None => Compression::None,
+                common::config::Compression::Lz4 => Compression::Lz4,
             });
         let client = server.clone().with_database(&cfg.database);
         Ch {

@@ -94,6 +94,12 @@ pub(crate) fn exception_code(body: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+impl common::lifecycle::Retryable for SinkError {
+    fn is_retryable(&self) -> bool {
+        SinkError::is_retryable(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

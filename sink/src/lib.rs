@@ -4,15 +4,14 @@
 //! - [`migrate`] — versioned, embedded SQL migrations (`sink/migrations/`).
 //! - [`pipeline`] — consume, batch, insert, commit; dead letters; back-pressure.
 //! - [`retention`] — ping retention by dropping day partitions.
-//! - [`rows`] — records → rows; pings are encoded straight into a `Native` block
-//!   ([`rows::PingBlock`]), plainly written ones through a flat parser (`fastping`).
+//! - [`rows`] — records (decoded by the one codec, `common::codec`) → rows; pings go straight
+//!   into a `Native` block ([`rows::PingBlock`]) with their strings borrowed from the message.
 //! - [`ch`] — the ClickHouse client as it works against 18.16.
 //!
 //! See `docs/CLICKHOUSE.md` for the tables and how to query them.
 
 pub mod ch;
 pub mod error;
-mod fastping;
 pub mod metrics;
 pub mod migrate;
 pub mod pipeline;
@@ -24,10 +23,9 @@ pub use error::SinkError;
 pub use version::ServerVersion;
 
 use common::config::Config;
+use common::lifecycle::{Backoff, Listeners, RetryError, Shutdown, retry_with};
 use common::telemetry::Readiness;
-use std::future::Future;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// How often retention is enforced.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
@@ -43,43 +41,34 @@ pub fn retention_days(config: &Config) -> u64 {
 }
 
 /// Connects to ClickHouse, detects its version and applies the migrations, retrying while
-/// ClickHouse is unavailable until `shutdown` flips. `Ok(None)` means shutdown came first.
+/// ClickHouse is unavailable until `shutdown`. `Ok(None)` means shutdown came first.
 pub async fn prepare(
     config: &Config,
     ch: &ch::Ch,
     ready: &Readiness,
     metrics: &metrics::Metrics,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Result<Option<ServerVersion>, SinkError> {
-    let mut backoff = pipeline::Backoff::new(config.sink.min_backoff, config.sink.max_backoff);
-    loop {
-        let attempt = async {
-            let v = ch.version().await?;
-            let report = migrate::migrate(ch, v, retention_days(config)).await?;
-            Ok::<_, SinkError>((v, report))
-        };
-        match attempt.await {
-            Ok((v, report)) => {
-                tracing::info!(version = %v, applied = ?report.applied,
-                    optional = ?report.optional_applied, "clickhouse ready");
-                metrics.clickhouse_up.set(1.0);
-                return Ok(Some(v));
-            }
-            Err(e) if e.is_retryable() => {
-                metrics.clickhouse_up.set(0.0);
-                ready.set(false);
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, ?delay, "clickhouse not ready, retrying");
-                if *shutdown.borrow() {
-                    return Ok(None);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => return Ok(None),
-                }
-            }
-            Err(e) => return Err(e),
+    let mut backoff = Backoff::new(config.sink.min_backoff, config.sink.max_backoff);
+    let attempt = || async {
+        let v = ch.version().await?;
+        let report = migrate::migrate(ch, v, retention_days(config)).await?;
+        Ok::<_, SinkError>((v, report))
+    };
+    let not_ready = |e: &SinkError, _, delay| {
+        metrics.clickhouse_up.set(0.0);
+        ready.set(false);
+        tracing::warn!(error = %e, ?delay, "clickhouse not ready, retrying");
+    };
+    match retry_with(shutdown, &mut backoff, attempt, not_ready).await {
+        Ok((v, report)) => {
+            tracing::info!(version = %v, applied = ?report.applied,
+                optional = ?report.optional_applied, "clickhouse ready");
+            metrics.clickhouse_up.set(1.0);
+            Ok(Some(v))
         }
+        Err(RetryError::Shutdown(_)) => Ok(None),
+        Err(RetryError::Failed(e)) => Err(e),
     }
 }
 
@@ -93,37 +82,32 @@ pub async fn migrate_once(
     Ok((v, report))
 }
 
-/// Runs the sink until `shutdown` resolves: admin server, migrations, retention, delivery.
+/// Runs the sink until `shutdown` is triggered: admin server on `listeners.admin` (if any),
+/// migrations, retention, delivery.
 pub async fn run(
     config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    listeners: Listeners,
+    shutdown: Shutdown,
 ) -> Result<(), SinkError> {
     let metrics = metrics::Metrics::new();
     let ready = Readiness::default();
-    let (tx, mut rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    let listener = tokio::net::TcpListener::bind(&config.sink.listen)
-        .await
-        .map_err(|e| SinkError::Config(format!("sink.listen {}: {e}", config.sink.listen)))?;
-    tracing::info!(listen = %config.sink.listen, "admin endpoints up");
-    let admin = {
-        let mut rx = rx.clone();
+    let admin = listeners.admin.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "admin endpoints up");
+        }
         tokio::spawn(common::telemetry::serve_admin(
             listener,
             metrics.registry.clone(),
             ready.clone(),
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
+            shutdown.clone(),
         ))
-    };
+    });
 
     let ch = ch::Ch::new(&config.clickhouse);
-    let Some(version) = prepare(&config, &ch, &ready, &metrics, &mut rx).await? else {
-        let _ = admin.await;
+    let Some(version) = prepare(&config, &ch, &ready, &metrics, &shutdown).await? else {
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
         return Ok(());
     };
     ready.set(true);
@@ -131,7 +115,7 @@ pub async fn run(
     let retention = {
         let ch = ch.clone();
         let keep = config.sink.pings_retention;
-        let mut rx = rx.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
                 if let Err(e) = retention::enforce(&ch, keep, common::record::now_millis()).await {
@@ -139,7 +123,7 @@ pub async fn run(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
-                    _ = rx.wait_for(|s| *s) => return,
+                    () = shutdown.cancelled() => return,
                 }
             }
         })
@@ -154,9 +138,11 @@ pub async fn run(
         min_backoff: config.sink.min_backoff,
         max_backoff: config.sink.max_backoff,
     };
-    let result = pipeline::deliver(&config, writer, rx.clone()).await;
+    let result = pipeline::deliver(&config, writer, shutdown).await;
     ready.set(false);
     retention.abort();
-    admin.abort();
+    if let Some(a) = admin {
+        a.abort();
+    }
     result
 }

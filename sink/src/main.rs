@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::cli::ConfigArgs;
+use common::lifecycle::{Listeners, Shutdown};
 
 #[derive(Debug, Parser)]
 #[command(name = "sink", version, about = "lastseen sink: Kafka to ClickHouse")]
@@ -27,9 +28,14 @@ async fn main() -> anyhow::Result<()> {
     let config = args.config.load().context("configuration")?;
     common::telemetry::init_logging(&config.log);
     match args.command.unwrap_or(Command::Run) {
-        Command::Run => sink::run(config, common::telemetry::shutdown_signal())
-            .await
-            .context("sink failed"),
+        Command::Run => {
+            let admin = Listeners::bind(&config.sink.listen)
+                .await
+                .context("sink.listen")?;
+            sink::run(config, Listeners::admin(admin), Shutdown::on_signal())
+                .await
+                .context("sink failed")
+        }
         Command::Migrate => {
             let (v, report) = sink::migrate_once(&config)
                 .await

@@ -1,12 +1,17 @@
-//! Kafka records → ClickHouse rows. Decoding uses the `common::record` types, so the sink
-//! accepts exactly what the producers are allowed to write.
+//! Kafka records → ClickHouse rows. Records are decoded by the one codec
+//! (`common::codec`), so the sink accepts exactly what the producers are allowed to write; a
+//! decoded ping goes straight into the `pings` Native block ([`PingBlock`]) with its strings
+//! still borrowed from the Kafka message.
 
 use bytes::Bytes;
 use clickhouse::Row;
-use common::record::{Contact, PersonEvent};
+use common::codec::{self, DecodeError};
+use common::record::ContactRef;
 use serde::Serialize;
+use std::borrow::Cow;
 
-/// A row of `pings`.
+/// A row of `pings`, owned: the oracle of the tests that check [`PingBlock`] against the
+/// `clickhouse` crate's own encoding. The sink itself never builds one.
 #[derive(Debug, Clone, PartialEq, Row, Serialize)]
 pub struct PingRow {
     pub person_id: String,
@@ -22,11 +27,12 @@ pub struct PingRow {
     pub kafka_offset: i64,
 }
 
-/// A row of `pings` whose strings borrow from the record it was decoded from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A row of `pings` whose strings borrow from the record it was decoded from: what
+/// [`PingBlock::push`] takes.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PingRef<'a> {
-    pub person_id: &'a str,
-    pub device_id: &'a str,
+    pub person_id: Cow<'a, str>,
+    pub device_id: Cow<'a, str>,
     pub device_ts: u32,
     pub device_ts_ms: i64,
     pub received_at: u32,
@@ -41,26 +47,8 @@ pub struct PingRef<'a> {
 impl PingRow {
     pub fn as_ref(&self) -> PingRef<'_> {
         PingRef {
-            person_id: &self.person_id,
-            device_id: &self.device_id,
-            device_ts: self.device_ts,
-            device_ts_ms: self.device_ts_ms,
-            received_at: self.received_at,
-            received_at_ms: self.received_at_ms,
-            lat: self.lat,
-            lon: self.lon,
-            accuracy_m: self.accuracy_m,
-            kafka_partition: self.kafka_partition,
-            kafka_offset: self.kafka_offset,
-        }
-    }
-}
-
-impl PingRef<'_> {
-    pub fn to_row(&self) -> PingRow {
-        PingRow {
-            person_id: self.person_id.to_owned(),
-            device_id: self.device_id.to_owned(),
+            person_id: Cow::Borrowed(&self.person_id),
+            device_id: Cow::Borrowed(&self.device_id),
             device_ts: self.device_ts,
             device_ts_ms: self.device_ts_ms,
             received_at: self.received_at,
@@ -112,8 +100,8 @@ impl PingBlock {
         received_at, received_at_ms, lat, lon, accuracy_m, kafka_partition, kafka_offset";
 
     pub fn push(&mut self, p: &PingRef<'_>) {
-        put_string(&mut self.person_id, p.person_id);
-        put_string(&mut self.device_id, p.device_id);
+        put_string(&mut self.person_id, &p.person_id);
+        put_string(&mut self.device_id, &p.device_id);
         self.device_ts.push(p.device_ts);
         self.device_ts_ms.push(p.device_ts_ms);
         self.received_at.push(p.received_at);
@@ -254,8 +242,8 @@ pub struct EventRow {
 
 /// What one Kafka record becomes.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decoded {
-    Ping(PingRow),
+pub enum Decoded<'a> {
+    Ping(PingRef<'a>),
     Registration(RegistrationRow),
     Event(EventRow),
     /// Ticks: consumed (their offsets count) but not stored.
@@ -267,13 +255,6 @@ pub enum Decoded {
 pub enum Source {
     Contacts,
     Events,
-}
-
-/// A record that cannot be decoded; `reason` is a short metric label, `detail` the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError {
-    pub reason: &'static str,
-    pub detail: String,
 }
 
 /// Epoch milliseconds → DateTime seconds, clamped to what DateTime can hold.
@@ -290,91 +271,62 @@ pub fn round_coord(x: f64, decimals: i32) -> f64 {
     (x * f).round() / f
 }
 
-fn classify(e: &serde_json::Error) -> &'static str {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Syntax => "invalid_json",
-        Category::Eof => "truncated_json",
-        Category::Data => "schema_mismatch",
-        Category::Io => "io",
-    }
-}
-
-/// Decodes one payload from `source` at `partition`/`offset`.
-///
-/// Plainly written pings take a fast path ([`crate::fastping`]) that yields exactly what
-/// [`decode_full`] yields for them; everything else goes through [`decode_full`].
+/// Decodes one payload from `source` at `partition`/`offset` with the one codec, and maps it
+/// to its table's row (coordinates rounded to `coordinate_decimals`).
 pub fn decode(
     source: Source,
     payload: Option<&[u8]>,
     partition: i32,
     offset: i64,
     coordinate_decimals: i32,
-) -> Result<Decoded, DecodeError> {
-    if let (Source::Contacts, Some(p)) = (source, payload) {
-        if let Some(row) = crate::fastping::ping(p, partition, offset, coordinate_decimals) {
-            return Ok(Decoded::Ping(row));
-        }
-    }
-    decode_full(source, payload, partition, offset, coordinate_decimals)
-}
-
-/// The full decoder: the `common::record` types through serde, for every record and error.
-pub fn decode_full(
-    source: Source,
-    payload: Option<&[u8]>,
-    partition: i32,
-    offset: i64,
-    coordinate_decimals: i32,
-) -> Result<Decoded, DecodeError> {
-    let Some(payload) = payload else {
-        return Err(DecodeError {
-            reason: "empty_payload",
-            detail: "record has no value".into(),
-        });
-    };
-    let bad = |e: serde_json::Error| DecodeError {
-        reason: classify(&e),
-        detail: e.to_string(),
-    };
+) -> Result<Decoded<'_>, DecodeError> {
+    let payload = payload.ok_or_else(DecodeError::empty)?;
+    let round = |x: f64| round_coord(x, coordinate_decimals);
     match source {
-        Source::Contacts => match serde_json::from_slice::<Contact>(payload).map_err(bad)? {
-            Contact::Ping(p) => {
-                if !(p.lat.is_finite() && p.lon.is_finite()) {
-                    return Err(DecodeError {
-                        reason: "invalid_value",
-                        detail: "non-finite coordinate".into(),
-                    });
-                }
-                Ok(Decoded::Ping(PingRow {
-                    device_ts: to_datetime(p.device_ts),
-                    device_ts_ms: p.device_ts,
-                    received_at: to_datetime(p.received_at),
-                    received_at_ms: p.received_at,
-                    lat: round_coord(p.lat, coordinate_decimals),
-                    lon: round_coord(p.lon, coordinate_decimals),
-                    accuracy_m: p.accuracy_m,
-                    person_id: p.person_id,
-                    device_id: p.device_id,
-                    kafka_partition: partition,
-                    kafka_offset: offset,
-                }))
-            }
-            Contact::Registration(r) => Ok(Decoded::Registration(RegistrationRow {
-                received_at: to_datetime(r.received_at),
-                received_at_ms: r.received_at,
-                lat: r.lat.map(|x| round_coord(x, coordinate_decimals)),
-                lon: r.lon.map(|x| round_coord(x, coordinate_decimals)),
-                person_id: r.person_id,
-                device_id: r.device_id,
-                address: r.address,
+        Source::Contacts => Ok(match codec::contact::decode(payload)? {
+            ContactRef::Ping {
+                person_id,
+                device_id,
+                device_ts,
+                lat,
+                lon,
+                accuracy_m,
+                received_at,
+            } => Decoded::Ping(PingRef {
+                person_id,
+                device_id,
+                device_ts: to_datetime(device_ts),
+                device_ts_ms: device_ts,
+                received_at: to_datetime(received_at),
+                received_at_ms: received_at,
+                lat: round(lat),
+                lon: round(lon),
+                accuracy_m,
                 kafka_partition: partition,
                 kafka_offset: offset,
-            })),
-            Contact::Tick(_) => Ok(Decoded::Skip),
-        },
+            }),
+            ContactRef::Registration {
+                person_id,
+                device_id,
+                address,
+                lat,
+                lon,
+                received_at,
+            } => Decoded::Registration(RegistrationRow {
+                person_id: person_id.into_owned(),
+                device_id: device_id.into_owned(),
+                address: address.into_owned(),
+                lat: lat.map(round),
+                lon: lon.map(round),
+                received_at: to_datetime(received_at),
+                received_at_ms: received_at,
+                kafka_partition: partition,
+                kafka_offset: offset,
+            }),
+            ContactRef::Tick { .. } => Decoded::Skip,
+        }),
         Source::Events => {
-            let e = serde_json::from_slice::<PersonEvent>(payload).map_err(bad)?;
+            let e = codec::event::decode(payload)?;
             Ok(Decoded::Event(EventRow {
                 kind: e.kind.as_str().to_string(),
                 at: to_datetime(e.at),

@@ -75,7 +75,7 @@ async fn exact_counts_end_to_end() {
     );
 
     // Metrics and readiness.
-    let addr = env.config.sink.listen.clone();
+    let addr = env.config.sink.listen.to_string();
     let (status, _) = http_get(&addr, "/readyz").await.unwrap();
     assert_eq!(status, 200);
     let (_, metrics) = http_get(&addr, "/metrics").await.unwrap();
@@ -89,14 +89,14 @@ async fn exact_counts_end_to_end() {
     }
     assert!(!metrics.contains(&tag), "ids must not appear in metrics");
 
-    stop.send(()).unwrap();
+    stop.trigger();
     handle.await.unwrap().unwrap();
     // Offsets were committed: a second run reads nothing new and adds no rows.
     let before = env.scalar("SELECT count() FROM pings").await;
     let (stop, handle) = spawn_sink(env.config.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(env.scalar("SELECT count() FROM pings").await, before);
-    stop.send(()).unwrap();
+    stop.trigger();
     handle.await.unwrap().unwrap();
     env.cleanup().await;
 }
@@ -134,8 +134,8 @@ async fn a_backlog_lands_in_fewer_larger_batches() {
             Some(ROWS as i64),
             "every row once"
         );
-        per_factor.push(pings_batches(&env.config.sink.listen).await);
-        stop.send(()).unwrap();
+        per_factor.push(pings_batches(&env.config.sink.listen.to_string()).await);
+        stop.trigger();
         handle.await.unwrap().unwrap();
         env.cleanup().await;
     }
@@ -213,13 +213,13 @@ async fn poison_record_goes_to_dead_letter_and_partition_moves_on() {
         letters[1].reason
     );
     assert!(letters[1].payload.contains("extra"));
-    let addr = env.config.sink.listen.clone();
+    let addr = env.config.sink.listen.to_string();
     let (_, metrics) = http_get(&addr, "/metrics").await.unwrap();
     assert!(
         metrics.contains("lastseen_sink_dead_letters_total{reason=\"truncated_json\"} 1"),
         "{metrics}"
     );
-    stop.send(()).unwrap();
+    stop.trigger();
     handle.await.unwrap().unwrap();
     env.cleanup().await;
 }
@@ -319,7 +319,7 @@ async fn encoded_ping_block_lands_the_same_rows_as_the_crate_encoding() {
     // The same body uncompressed (`clickhouse.compression = "none"`, as on one host).
     ch.exec("CREATE TABLE pings_plain AS pings").await.unwrap();
     let mut plain_cfg = env.config.clickhouse.clone();
-    plain_cfg.compression = "none".into();
+    plain_cfg.compression = common::config::Compression::None;
     let whole = block.native_body(usize::MAX);
     assert_eq!(whole.len(), 1);
     sink::ch::Ch::new(&plain_cfg)

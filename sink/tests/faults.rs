@@ -28,7 +28,7 @@ fn spawn_binary(config: &Config) -> Child {
             "LASTSEEN_SINK__INSTANCE_ID",
             format!("{}-0", c.sink.group_id),
         )
-        .env("LASTSEEN_SINK__LISTEN", &c.sink.listen)
+        .env("LASTSEEN_SINK__LISTEN", c.sink.listen.to_string())
         .env("LASTSEEN_SINK__MAX_ROWS", "2000")
         .env("LASTSEEN_SINK__MAX_DELAY", "100ms")
         .env("LASTSEEN_LOG__LEVEL", "warn")
@@ -159,7 +159,7 @@ async fn clickhouse_restart_mid_stream() {
     // Records keep arriving while ClickHouse is down.
     env.produce_contacts(&prod, &all[10_000..30_000]).await;
     env.produce_events_tx(&txp, &evs[200..], true).await;
-    let addr = env.config.sink.listen.clone();
+    let addr = env.config.sink.listen.to_string();
     let t0 = Instant::now();
     loop {
         let (status, _) = http_get(&addr, "/readyz").await.unwrap();
@@ -204,7 +204,7 @@ async fn clickhouse_restart_mid_stream() {
         metrics.contains("lastseen_sink_insert_errors_total{table=\"pings\"}"),
         "{metrics}"
     );
-    stop.send(()).unwrap();
+    stop.trigger();
     handle.await.unwrap().unwrap();
     env.cleanup().await;
 }

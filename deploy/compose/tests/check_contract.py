@@ -8,7 +8,9 @@
   (the one configuration; a typo would stop the service at start-up);
 * every image is pinned to a version (a tag that is not `latest`);
 * compose: bind-mounted files and directories exist, the Dockerfile exists, every lastseen
-  service (ingest, processor, sink) is present with a readiness healthcheck;
+  service (ingest, processor, sink) is present with a readiness healthcheck; ClickHouse mounts
+  the users file deploy/local uses too (deploy/clickhouse/users.d/lastseen.xml) and sets every
+  variable it reads with from_env (an unset one would be an empty password);
 * k8s: see check_k8s() below.
 """
 import json
@@ -67,7 +69,27 @@ def check_compose(path):
         hc = " ".join((svcs.get(n, {}).get("healthcheck") or {}).get("test") or [])
         if "/readyz" not in hc:
             errors.append(f"compose {n}: healthcheck must probe /readyz")
-    print(f"compose: {len(svcs)} services; images pinned; LASTSEEN_* variables match defaults.toml; mounts exist")
+    check_clickhouse_users(svcs.get("clickhouse", {}))
+    print(f"compose: {len(svcs)} services; images pinned; LASTSEEN_* variables match defaults.toml; mounts exist; ClickHouse users shared with deploy/local")
+
+
+USERS_FILE = os.path.join(ROOT, "deploy", "clickhouse", "users.d", "lastseen.xml")
+
+
+def check_clickhouse_users(svc):
+    """The users come from the one file shared with deploy/local, and its from_env variables are set."""
+    mounts = [v for v in svc.get("volumes") or [] if v.get("type") == "bind"]
+    shared = [v for v in mounts if os.path.realpath(v["source"]) == os.path.realpath(USERS_FILE)]
+    if not shared:
+        errors.append(f"compose clickhouse: must mount {os.path.relpath(USERS_FILE, ROOT)} (the users deploy/local uses)")
+    elif not shared[0]["target"].startswith("/etc/clickhouse-server/users.d/"):
+        errors.append(f"compose clickhouse: {os.path.relpath(USERS_FILE, ROOT)} must go into /etc/clickhouse-server/users.d/")
+    env = svc.get("environment") or {}
+    for v in mounts:
+        if v["source"].endswith(".xml") and os.path.isfile(v["source"]):
+            for name in sorted(set(re.findall(r'from_env="([^"]+)"', open(v["source"], encoding="utf-8").read()))):
+                if not env.get(name):
+                    errors.append(f"compose clickhouse: {v['source']} reads {name} (from_env), which the service does not set")
 
 
 def check_k8s(path):

@@ -87,7 +87,7 @@ pub fn config(topic: &str) -> Config {
 pub struct Ingest {
     pub addr: SocketAddr,
     pub url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<common::lifecycle::Shutdown>,
     handle: Option<tokio::task::JoinHandle<Result<(), ingest::RunError>>>,
 }
 
@@ -95,10 +95,12 @@ impl Ingest {
     pub async fn start(config: Config) -> Ingest {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(ingest::run(listener, config, async {
-            let _ = rx.await;
-        }));
+        let tx = common::lifecycle::Shutdown::new();
+        let handle = tokio::spawn(ingest::run(
+            config,
+            common::lifecycle::Listeners::public(listener),
+            tx.clone(),
+        ));
         Ingest {
             addr,
             url: format!("http://{addr}"),
@@ -127,7 +129,7 @@ impl Ingest {
 
     /// Shuts down gracefully and returns run()'s result.
     pub async fn stop(mut self) -> Result<(), ingest::RunError> {
-        let _ = self.stop.take().unwrap().send(());
+        self.stop.take().unwrap().trigger();
         self.handle.take().unwrap().await.expect("run task")
     }
 }

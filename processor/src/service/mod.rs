@@ -24,6 +24,7 @@ pub mod metrics;
 
 use crate::detector::{Detector, DetectorError, Input};
 use common::config::Config;
+use common::lifecycle::{Listeners, Shutdown};
 use common::record::{ContactRef, DeadLetter, PersonEvent, now_millis};
 use common::telemetry::Readiness;
 use metrics::Metrics;
@@ -39,7 +40,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 /// Changelog key of a partition's clock. Person ids never start with a NUL byte (ingest only
 /// accepts printable ids).
@@ -74,31 +74,35 @@ impl ServiceError {
     }
 }
 
-/// Runs the processor until `shutdown` resolves: the admin endpoint on `admin`, the
-/// consume–detect–produce loop on a blocking thread. Returns after the last transaction is
-/// committed and the group is left.
+/// Runs the processor until `shutdown` is triggered: the admin endpoint on `listeners.admin`
+/// (if any), the consume–detect–produce loop on a blocking thread. Returns after the last
+/// transaction is committed and the group is left.
 pub async fn run(
     config: Config,
-    admin: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    listeners: Listeners,
+    shutdown: Shutdown,
 ) -> Result<(), ServiceError> {
     // Fail on a bad policy before touching Kafka.
     Detector::new(config.policy, config.clock)?;
     let metrics = Metrics::new();
     let ready = Readiness::default();
+    // The admin endpoint outlives the loop (it reports not-ready while the last transaction
+    // commits), so it stops on its own handle once the loop has returned.
+    let admin_stop = Shutdown::new();
+    let admin_task = listeners.admin.map(|admin| {
+        tokio::spawn(common::telemetry::serve_admin(
+            admin,
+            metrics.registry.clone(),
+            ready.clone(),
+            admin_stop.clone(),
+        ))
+    });
+    // The loop polls a flag; the flag mirrors the shutdown handle.
     let stop = Arc::new(AtomicBool::new(false));
-    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(common::telemetry::serve_admin(
-        admin,
-        metrics.registry.clone(),
-        ready.clone(),
-        async move {
-            let _ = admin_stop_rx.await;
-        },
-    ));
     let stop2 = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
+    let watch = shutdown.clone();
+    let mirror = tokio::spawn(async move {
+        watch.cancelled().await;
         stop2.store(true, Ordering::SeqCst);
     });
     let result = tokio::task::spawn_blocking(move || run_loop(config, metrics, ready, stop))
@@ -108,8 +112,11 @@ pub async fn run(
                 "processing thread panicked: {e}"
             )))
         });
-    let _ = admin_stop_tx.send(());
-    let _ = admin_task.await;
+    mirror.abort();
+    admin_stop.trigger();
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     result
 }
 
@@ -242,6 +249,7 @@ impl Core {
                     ContactRef::Ping {
                         person_id,
                         received_at,
+                        ..
                     } => (
                         &self.counters.records[0],
                         Input::Ping {
@@ -253,6 +261,7 @@ impl Core {
                         person_id,
                         address,
                         received_at,
+                        ..
                     } => (
                         &self.counters.records[1],
                         Input::Registration {
@@ -261,7 +270,7 @@ impl Core {
                             received_at: *received_at,
                         },
                     ),
-                    ContactRef::Tick { received_at } => (
+                    ContactRef::Tick { received_at, .. } => (
                         &self.counters.records[2],
                         Input::Tick {
                             received_at: *received_at,
@@ -283,7 +292,7 @@ impl Core {
             for e in &events {
                 self.counters.event(e.kind).inc();
                 json.clear();
-                serde_json::to_writer(&mut json, e).expect("events serialize");
+                common::codec::event::encode(e, &mut json);
                 send(
                     &self.producer,
                     BaseRecord::to(&self.cfg.kafka.events_topic)
@@ -324,7 +333,7 @@ impl Core {
             payload: String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
             at: now_millis(),
         };
-        let json = serde_json::to_vec(&dl).expect("dead letters serialize");
+        let json = common::codec::dead_letter::to_vec(&dl);
         let key = format!("{}-{}", msg.partition(), msg.offset());
         send(
             &self.producer,

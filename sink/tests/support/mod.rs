@@ -36,7 +36,7 @@ impl Env {
     pub async fn new(prefix: &str) -> Env {
         common::telemetry::init_logging(&common::config::LogConfig {
             level: "sink=info,warn".into(),
-            format: "text".into(),
+            format: common::config::LogFormat::Text,
         });
         let name = unique(prefix);
         let mut config = Config::defaults();
@@ -45,7 +45,7 @@ impl Env {
         config.kafka.dead_letter_topic = format!("{name}.dlq");
         config.clickhouse.database = name.clone();
         config.sink.group_id = name.clone();
-        config.sink.listen = format!("127.0.0.1:{}", free_port());
+        config.sink.listen = ([127, 0, 0, 1], free_port()).into();
         config.sink.max_rows = 5000;
         config.sink.max_delay = Duration::from_millis(200);
         config.sink.min_backoff = Duration::from_millis(50);
@@ -306,16 +306,22 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Runs the sink in-process; the returned sender stops it.
+/// Runs the sink in-process with its admin endpoints on `config.sink.listen`; the returned
+/// handle stops it.
 pub fn spawn_sink(
     config: Config,
 ) -> (
-    tokio::sync::oneshot::Sender<()>,
+    common::lifecycle::Shutdown,
     tokio::task::JoinHandle<Result<(), sink::SinkError>>,
 ) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = tokio::spawn(sink::run(config, async move {
-        let _ = rx.await;
-    }));
-    (tx, h)
+    let admin = std::net::TcpListener::bind(&config.sink.listen).expect("bind sink.listen");
+    admin.set_nonblocking(true).unwrap();
+    let admin = tokio::net::TcpListener::from_std(admin).unwrap();
+    let stop = common::lifecycle::Shutdown::new();
+    let h = tokio::spawn(sink::run(
+        config,
+        common::lifecycle::Listeners::admin(admin),
+        stop.clone(),
+    ));
+    (stop, h)
 }
