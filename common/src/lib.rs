@@ -2,8 +2,10 @@
 //! binary reads, and the telemetry plumbing.
 //!
 //! # Layout
-//! - [`record`] — contacts (registration, ping, tick), person events, dead letters; JSON on
-//!   the wire, times in epoch milliseconds.
+//! - [`record`] — the record types: contacts (registration, ping, tick; owned [`Contact`] and
+//!   borrowed [`ContactRef`]), person events, dead letters; times in epoch milliseconds.
+//! - [`codec`] — the one encoder and decoder of every record on every topic (JSON), with the
+//!   shared JSON byte cursor of every fast path.
 //! - [`config`] — layered configuration (embedded `defaults.toml` → `--config FILE` →
 //!   `LASTSEEN_<SECTION>__<KEY>`), every problem reported at once.
 //! - [`telemetry`] — logging, the `/metrics` `/healthz` `/readyz` admin server.

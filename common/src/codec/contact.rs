@@ -12,7 +12,7 @@
 
 use super::DecodeError;
 use super::json::Cursor;
-use crate::record::{Contact, ContactRef, Millis, Ping, Registration, Tick};
+use crate::record::{Contact, ContactRef, Millis};
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -92,47 +92,7 @@ pub fn decode(payload: &[u8]) -> Result<ContactRef<'_>, DecodeError> {
 pub fn decode_full(payload: &[u8]) -> Result<ContactRef<'_>, DecodeError> {
     let raw: RawContact<Text<'_>> =
         serde_json::from_slice(payload).map_err(|e| DecodeError::json(&e))?;
-    let c = match raw.check().map_err(DecodeError::schema)? {
-        Checked::Registration {
-            person_id,
-            device_id,
-            address,
-            lat,
-            lon,
-            received_at,
-        } => ContactRef::Registration {
-            person_id: person_id.0,
-            device_id: device_id.map_or(Cow::Borrowed(""), |d| d.0),
-            address: address.0,
-            lat,
-            lon,
-            received_at,
-        },
-        Checked::Ping {
-            person_id,
-            device_id,
-            device_ts,
-            lat,
-            lon,
-            accuracy_m,
-            received_at,
-        } => ContactRef::Ping {
-            person_id: person_id.0,
-            device_id: device_id.0,
-            device_ts,
-            lat,
-            lon,
-            accuracy_m,
-            received_at,
-        },
-        Checked::Tick {
-            received_at,
-            source,
-        } => ContactRef::Tick {
-            received_at,
-            source: source.map_or(Cow::Borrowed(""), |s| s.0),
-        },
-    };
+    let c = raw.check().map_err(DecodeError::schema)?;
     if let ContactRef::Ping { lat, lon, .. } = &c {
         if !(lat.is_finite() && lon.is_finite()) {
             return Err(DecodeError::new("invalid_value", "non-finite coordinate"));
@@ -195,33 +155,29 @@ pub(crate) struct RawContact<S> {
     received_at: Millis,
     source: Option<S>,
 }
-/// A contact whose fields were checked against its type.
-enum Checked<S> {
-    Registration {
-        person_id: S,
-        device_id: Option<S>,
-        address: S,
-        lat: Option<f64>,
-        lon: Option<f64>,
-        received_at: Millis,
-    },
-    Ping {
-        person_id: S,
-        device_id: S,
-        device_ts: Millis,
-        lat: f64,
-        lon: f64,
-        accuracy_m: Option<f32>,
-        received_at: Millis,
-    },
-    Tick {
-        received_at: Millis,
-        source: Option<S>,
-    },
+/// A string field as the decoded contact holds it: borrowed from the message where it can be.
+pub(crate) trait IntoCow<'a> {
+    fn into_cow(self) -> Cow<'a, str>;
+}
+
+impl<'a> IntoCow<'a> for Text<'a> {
+    fn into_cow(self) -> Cow<'a, str> {
+        self.0
+    }
+}
+
+impl<'a> IntoCow<'a> for String {
+    fn into_cow(self) -> Cow<'a, str> {
+        Cow::Owned(self)
+    }
 }
 
 impl<S> RawContact<S> {
-    fn check(self) -> Result<Checked<S>, String> {
+    /// The contact, if every field its type requires is there and no other field is.
+    fn check<'a>(self) -> Result<ContactRef<'a>, String>
+    where
+        S: IntoCow<'a>,
+    {
         fn need<T>(v: Option<T>, field: &str, kind: &str) -> Result<T, String> {
             v.ok_or_else(|| format!("missing field `{field}` in a {kind}"))
         }
@@ -231,6 +187,7 @@ impl<S> RawContact<S> {
                 None => Ok(()),
             }
         }
+        let text = |v: Option<S>| v.map_or(Cow::Borrowed(""), IntoCow::into_cow);
         let r = self;
         match r.kind {
             ContactType::Registration => {
@@ -238,10 +195,10 @@ impl<S> RawContact<S> {
                 none(&r.device_ts, "device_ts", k)?;
                 none(&r.accuracy_m, "accuracy_m", k)?;
                 none(&r.source, "source", k)?;
-                Ok(Checked::Registration {
-                    person_id: need(r.person_id, "person_id", k)?,
-                    device_id: r.device_id,
-                    address: need(r.address, "address", k)?,
+                Ok(ContactRef::Registration {
+                    person_id: need(r.person_id, "person_id", k)?.into_cow(),
+                    address: need(r.address, "address", k)?.into_cow(),
+                    device_id: text(r.device_id),
                     lat: r.lat,
                     lon: r.lon,
                     received_at: r.received_at,
@@ -251,9 +208,9 @@ impl<S> RawContact<S> {
                 let k = "ping";
                 none(&r.address, "address", k)?;
                 none(&r.source, "source", k)?;
-                Ok(Checked::Ping {
-                    person_id: need(r.person_id, "person_id", k)?,
-                    device_id: need(r.device_id, "device_id", k)?,
+                Ok(ContactRef::Ping {
+                    person_id: need(r.person_id, "person_id", k)?.into_cow(),
+                    device_id: need(r.device_id, "device_id", k)?.into_cow(),
                     device_ts: need(r.device_ts, "device_ts", k)?,
                     lat: need(r.lat, "lat", k)?,
                     lon: need(r.lon, "lon", k)?,
@@ -270,9 +227,9 @@ impl<S> RawContact<S> {
                 none(&r.lat, "lat", k)?;
                 none(&r.lon, "lon", k)?;
                 none(&r.accuracy_m, "accuracy_m", k)?;
-                Ok(Checked::Tick {
+                Ok(ContactRef::Tick {
                     received_at: r.received_at,
-                    source: r.source,
+                    source: text(r.source),
                 })
             }
         }
@@ -282,48 +239,10 @@ impl<S> RawContact<S> {
 impl TryFrom<RawContact<String>> for Contact {
     type Error = String;
 
+    /// serde's path for the owned [`Contact`]: the same checks; every string is already
+    /// owned, so [`ContactRef::into_owned`] moves them without a copy.
     fn try_from(r: RawContact<String>) -> Result<Contact, String> {
-        Ok(match r.check()? {
-            Checked::Registration {
-                person_id,
-                device_id,
-                address,
-                lat,
-                lon,
-                received_at,
-            } => Contact::Registration(Registration {
-                person_id,
-                device_id: device_id.unwrap_or_default(),
-                address,
-                lat,
-                lon,
-                received_at,
-            }),
-            Checked::Ping {
-                person_id,
-                device_id,
-                device_ts,
-                lat,
-                lon,
-                accuracy_m,
-                received_at,
-            } => Contact::Ping(Ping {
-                person_id,
-                device_id,
-                device_ts,
-                lat,
-                lon,
-                accuracy_m,
-                received_at,
-            }),
-            Checked::Tick {
-                received_at,
-                source,
-            } => Contact::Tick(Tick {
-                received_at,
-                source: source.unwrap_or_default(),
-            }),
-        })
+        r.check().map(ContactRef::into_owned)
     }
 }
 

@@ -10,7 +10,7 @@ pub fn to_vec(d: &DeadLetter) -> Vec<u8> {
 
 /// Decodes one dead-letter message.
 pub fn decode(payload: &[u8]) -> Result<DeadLetter, DecodeError> {
-    serde_json::from_slice(payload).map_err(|e| DecodeError::json(&e))
+    super::from_json(payload)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ pub fn encode(e: &PersonEvent, out: &mut Vec<u8>) {
 
 /// Decodes one events-topic message.
 pub fn decode(payload: &[u8]) -> Result<PersonEvent, DecodeError> {
-    serde_json::from_slice(payload).map_err(|e| DecodeError::json(&e))
+    super::from_json(payload)
 }
 
 #[cfg(test)]

@@ -280,6 +280,13 @@ const POW10: [f64; 21] = [
 mod tests {
     use super::*;
 
+    /// `plain_decimal` on `tok` followed by a delimiter: its value and where the cursor stopped.
+    fn scan(tok: &str) -> (Option<f64>, usize) {
+        let text = format!("{tok},");
+        let mut c = Cursor::new(text.as_bytes());
+        (c.plain_decimal(), c.pos())
+    }
+
     #[test]
     fn plain_decimals_are_parsed_here_exactly_as_serde_does() {
         for tok in [
@@ -297,12 +304,9 @@ mod tests {
             "9007199254740.993",
             "18446744073.709551615",
         ] {
-            let text = format!("{tok},");
-            let mut c = Cursor::new(text.as_bytes());
-            let fast = c
-                .plain_decimal()
-                .unwrap_or_else(|| panic!("{tok} not taken"));
-            assert_eq!(c.i, tok.len());
+            let (fast, end) = scan(tok);
+            let fast = fast.unwrap_or_else(|| panic!("{tok} not taken"));
+            assert_eq!(end, tok.len());
             let full: f64 = serde_json::from_str(tok).unwrap();
             assert_eq!(fast.to_bits(), full.to_bits(), "{tok}");
         }
@@ -321,10 +325,7 @@ mod tests {
             ".5",
             "-.5",
         ] {
-            let text = format!("{tok},");
-            let mut c = Cursor::new(text.as_bytes());
-            assert_eq!(c.plain_decimal(), None, "{tok}");
-            assert_eq!(c.i, 0);
+            assert_eq!(scan(tok), (None, 0), "{tok}");
         }
         // exact_decimal: only digit strings up to 2^53.
         for (tok, taken) in [

@@ -17,6 +17,11 @@ pub mod dead_letter;
 pub mod event;
 pub mod json;
 
+/// Decodes one JSON record of a type serde reads as a whole (events, dead letters).
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload).map_err(|e| DecodeError::json(&e))
+}
+
 /// A record that cannot be decoded. `reason` is a short, fixed label (a metric label and the
 /// start of a dead letter's reason); `detail` says what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -314,7 +314,7 @@ pub fn spawn_sink(
     common::lifecycle::Shutdown,
     tokio::task::JoinHandle<Result<(), sink::SinkError>>,
 ) {
-    let admin = std::net::TcpListener::bind(&config.sink.listen).expect("bind sink.listen");
+    let admin = std::net::TcpListener::bind(config.sink.listen).expect("bind sink.listen");
     admin.set_nonblocking(true).unwrap();
     let admin = tokio::net::TcpListener::from_std(admin).unwrap();
     let stop = common::lifecycle::Shutdown::new();
