@@ -5,11 +5,10 @@
 //! sharded maps, each holding at most its share of `max_entries`. A state idle long enough to
 //! have refilled completely is indistinguishable from a missing one, so [`RateLimiter::sweep`]
 //! drops those (`governor`'s `retain_recent`); when a new device arrives at a shard that is
-//! still full, the shard first drops what had refilled at the last sweep and then, if still
-//! full, all of its states (which only makes the limit more lenient for a moment, never
-//! stricter).
+//! still full, the shard drops its refilled states then and there and, if still full, all of
+//! its states (which only makes the limit more lenient for a moment, never stricter).
 
-use governor::clock::{Clock, MonotonicClock};
+use governor::clock::{Clock, MonotonicClock, Reference};
 use governor::nanos::Nanos;
 use governor::state::keyed::{HashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{NotKeyed, StateStore};
@@ -17,7 +16,6 @@ use governor::{Quota, middleware::NoOpMiddleware};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 32;
@@ -29,12 +27,12 @@ pub struct RateLimiter<C: Clock = MonotonicClock> {
     hasher: RandomState,
 }
 
-type Limiter<C> = governor::RateLimiter<u64, Buckets, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Limiter<C> = governor::RateLimiter<u64, Buckets<C>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
-            .field("enabled", &self.enabled())
+            .field("enabled", &self.limiter.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -47,19 +45,10 @@ impl RateLimiter {
     }
 }
 
-impl<C: Clock> RateLimiter<C> {
+impl<C: Clock + Clone> RateLimiter<C> {
     /// [`RateLimiter::new`] on another clock.
     pub fn with_clock(rate: f64, burst: u32, max_entries: usize, clock: C) -> RateLimiter<C> {
-        let limiter = (rate > 0.0).then(|| {
-            let buckets = Buckets {
-                shards: (0..SHARDS)
-                    .map(|_| HashMapStateStore::new(HashMap::default()))
-                    .collect(),
-                max_per_shard: (max_entries / SHARDS).max(16),
-                swept_below: AtomicU64::new(0),
-            };
-            governor::RateLimiter::new(quota(rate, burst), buckets, clock)
-        });
+        let limiter = (rate > 0.0).then(|| limiter(quota(rate, burst), max_entries, clock));
         RateLimiter {
             limiter,
             hasher: RandomState::new(),
@@ -104,6 +93,22 @@ impl<C: Clock> RateLimiter<C> {
     }
 }
 
+/// A limiter of `quota` remembering at most about `max_entries` keys.
+fn limiter<C: Clock + Clone>(quota: Quota, max_entries: usize, clock: C) -> Limiter<C> {
+    let buckets = Buckets {
+        shards: (0..SHARDS)
+            .map(|_| HashMapStateStore::new(HashMap::default()))
+            .collect(),
+        max_per_shard: (max_entries / SHARDS).max(16),
+        // Read just before the limiter reads its own start: ages computed from it are at most
+        // that instant larger (more lenient), never smaller.
+        start: clock.now(),
+        period: quota.replenish_interval().into(),
+        clock: clock.clone(),
+    };
+    governor::RateLimiter::new(quota, buckets, clock)
+}
+
 /// `rate` per second with bursts of `burst`. The period of one token is capped where
 /// `governor`'s arithmetic (nanoseconds in a `u64`, times the burst) would overflow; such a
 /// rate (one token in decades) is the same as none refilled.
@@ -119,20 +124,31 @@ fn quota(rate: f64, burst: u32) -> Quota {
 }
 
 /// `governor`'s per-key states, in `SHARDS` maps of at most `max_per_shard` entries.
-struct Buckets {
+struct Buckets<C: Clock> {
     shards: Vec<HashMapStateStore<u64>>,
     max_per_shard: usize,
-    /// The `drop_below` of the last sweep: what was older then is still older now.
-    swept_below: AtomicU64,
+    /// The limiter's clock, its start and its period: what `retain_recent` needs to tell a
+    /// refilled state, for sweeping one full shard instead of all of them.
+    clock: C,
+    start: C::Instant,
+    period: Nanos,
 }
 
-impl Buckets {
+impl<C: Clock> Buckets<C> {
     fn shard(&self, key: u64) -> &HashMapStateStore<u64> {
         &self.shards[(key as usize) % SHARDS]
     }
+
+    /// States below this are refilled: `governor`'s `retain_recent` threshold, now.
+    fn refilled_below(&self) -> Nanos {
+        self.clock
+            .now()
+            .duration_since(self.start)
+            .saturating_sub(self.period)
+    }
 }
 
-impl StateStore for Buckets {
+impl<C: Clock> StateStore for Buckets<C> {
     type Key = u64;
 
     fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
@@ -143,8 +159,7 @@ impl StateStore for Buckets {
         let mut map = shard.lock();
         if map.len() >= self.max_per_shard && !map.contains_key(key) {
             drop(map);
-            let below = Nanos::new(self.swept_below.load(Ordering::Relaxed));
-            ShrinkableKeyedStateStore::retain_recent(shard, below);
+            ShrinkableKeyedStateStore::retain_recent(shard, self.refilled_below());
             map = shard.lock();
             if map.len() >= self.max_per_shard {
                 map.clear();
@@ -156,10 +171,8 @@ impl StateStore for Buckets {
     }
 }
 
-impl ShrinkableKeyedStateStore<u64> for Buckets {
+impl<C: Clock> ShrinkableKeyedStateStore<u64> for Buckets<C> {
     fn retain_recent(&self, drop_below: Nanos) {
-        self.swept_below
-            .fetch_max(drop_below.as_u64(), Ordering::Relaxed);
         for s in &self.shards {
             s.retain_recent(drop_below);
         }
@@ -215,6 +228,31 @@ mod tests {
         clock.advance(Duration::from_secs(2));
         r.sweep(Instant::now());
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_full_shard_drops_its_refilled_states_first_then_everything() {
+        let clock = FakeRelativeClock::default();
+        // 16 states per shard; keys that are multiples of SHARDS all go to shard 0.
+        let l = limiter(quota(1.0, 1), SHARDS * 16, clock.clone());
+        let key = |i: u64| i * SHARDS as u64;
+        for i in 0..16 {
+            assert!(l.check_key(&key(i)).is_ok());
+        }
+        clock.advance(Duration::from_secs(1));
+        assert!(l.check_key(&key(0)).is_ok());
+        clock.advance(Duration::from_secs(1));
+        // Keys 1..16 have refilled, key 0 (seen a second later) has not: a new key drops
+        // only the refilled ones.
+        assert!(l.check_key(&key(100)).is_ok());
+        assert_eq!(l.len(), 2);
+        for i in 0..14 {
+            assert!(l.check_key(&key(200 + i)).is_ok());
+        }
+        assert_eq!(l.len(), 16);
+        // Nothing refilled: the full shard is cleared for the next new key.
+        assert!(l.check_key(&key(300)).is_ok());
+        assert_eq!(l.len(), 1);
     }
 
     #[test]
