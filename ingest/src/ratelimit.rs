@@ -1,7 +1,7 @@
 //! Per-device rate limits with bounded memory.
 //!
 //! The limiting is `governor`'s keyed GCRA limiter (the same decisions as a token bucket of
-//! `burst` tokens refilled at `rate` per second). Its per-device states live in [`Buckets`]:
+//! `burst` tokens refilled at `rate` per second). Its per-device states live in `Buckets`:
 //! sharded maps, each holding at most its share of `max_entries`. A state idle long enough to
 //! have refilled completely is indistinguishable from a missing one, so [`RateLimiter::sweep`]
 //! drops those (`governor`'s `retain_recent`); when a new device arrives at a shard that is
