@@ -4,17 +4,15 @@
 //! public key in `auth.public_key_file`. The algorithm in the token header only selects one
 //! of the configured keys; `alg: none` and every other algorithm are rejected.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::config::AuthConfig;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
 
 /// Most verified tokens remembered (a device reuses its token for every request).
 pub const MAX_CACHED_TOKENS: usize = 100_000;
-const CACHE_SHARDS: usize = 64;
 
 /// Who is speaking, from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,60 +67,38 @@ impl Verified {
     }
 }
 
-/// Tokens already verified, keyed by the exact token string (a bounded cache).
+/// Tokens already verified, keyed by the exact token string (a bounded `quick_cache`).
 ///
 /// Signature, algorithm and claims of a token never change, and the keys are fixed for the
 /// life of the process, so a token that passed full verification only needs its time window
 /// checked again; anything not in the cache, or no longer inside its window, goes through full
-/// verification (which also produces the precise error).
+/// verification (which also produces the precise error). Entries past their window are not
+/// removed when looked up; the cache's eviction (it keeps what is used) drops them.
 #[derive(Debug)]
-struct TokenCache {
-    hasher: RandomState,
-    max_per_shard: usize,
-    shards: Vec<Mutex<HashMap<Box<str>, Verified>>>,
-}
+struct TokenCache(Option<quick_cache::sync::Cache<Box<str>, Verified>>);
 
 impl TokenCache {
+    /// At most `max_entries` tokens; none at all for 0.
     fn new(max_entries: usize) -> TokenCache {
-        TokenCache {
-            hasher: RandomState::new(),
-            max_per_shard: max_entries / CACHE_SHARDS,
-            shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-        }
-    }
-
-    fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Verified>> {
-        &self.shards[(self.hasher.hash_one(token) as usize) % CACHE_SHARDS]
+        TokenCache((max_entries > 0).then(|| quick_cache::sync::Cache::new(max_entries)))
     }
 
     fn get(&self, token: &str, now: u64, leeway: u64) -> Option<Identity> {
-        let map = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
-        map.get(token)
+        self.0
+            .as_ref()?
+            .get(token)
             .filter(|v| v.is_current(now, leeway))
-            .map(|v| v.id.clone())
+            .map(|v| v.id)
     }
 
-    fn insert(&self, token: &str, v: Verified, now: u64, leeway: u64) {
-        if self.max_per_shard == 0 {
-            return;
+    fn insert(&self, token: &str, v: Verified) {
+        if let Some(c) = &self.0 {
+            c.insert(token.into(), v);
         }
-        let mut map = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.max_per_shard && !map.contains_key(token) {
-            map.retain(|_, v| v.is_current(now, leeway));
-            if map.len() >= self.max_per_shard {
-                map.clear();
-            }
-        }
-        map.insert(token.into(), v);
     }
 
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.0.as_ref().map_or(0, quick_cache::sync::Cache::len)
     }
 }
 
@@ -219,7 +195,7 @@ impl Verifier {
                 exp,
                 nbf,
             };
-            self.cache.insert(token, v, now, self.leeway);
+            self.cache.insert(token, v);
         }
         Ok(id)
     }
@@ -294,34 +270,13 @@ fn token_alg_is(token: &str, alg: &str) -> bool {
     let Some(head) = token.split('.').next() else {
         return false;
     };
-    base64_decode(head)
+    // The alphabet and padding `jsonwebtoken` decodes the header with: this is only called when
+    // it decoded the base64 and failed on the JSON.
+    URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
         .and_then(|b| serde_json::from_slice::<H>(&b).ok())
         .is_some_and(|h| h.alg.eq_ignore_ascii_case(alg))
-}
-
-/// Minimal base64url (no padding) decoding, enough for a JWT header.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 /// Signs tokens, for tests, examples and the benchmark (never used by the service itself).
@@ -421,7 +376,7 @@ mod tests {
 
     #[test]
     fn token_cache_is_bounded() {
-        let c = TokenCache::new(CACHE_SHARDS * 4);
+        let c = TokenCache::new(256);
         let id = Identity {
             person_id: "p".into(),
             device_id: "d".into(),
@@ -432,9 +387,9 @@ mod tests {
                 exp: 2_000_000_000,
                 nbf: None,
             };
-            c.insert(&format!("token-{i}"), v, 1_000_000_000, 30);
+            c.insert(&format!("token-{i}"), v);
         }
-        assert!(c.len() <= CACHE_SHARDS * 4, "{}", c.len());
+        assert!(c.len() <= 256, "{}", c.len());
         assert!(c.get("token-9999", 1_000_000_000, 30).is_some());
     }
 
@@ -501,21 +456,7 @@ mod tests {
     #[test]
     fn alg_none_and_tampering_are_rejected() {
         let v = Verifier::from_config(&cfg(SECRET, "")).unwrap();
-        let enc = |s: &str| {
-            // base64url without padding
-            const T: &[u8; 64] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            let b = s.as_bytes();
-            let mut out = String::new();
-            for chunk in b.chunks(3) {
-                let n = chunk.iter().fold(0u32, |a, &c| (a << 8) | u32::from(c))
-                    << (8 * (3 - chunk.len()));
-                for i in 0..=chunk.len() {
-                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        };
+        let enc = |s: &str| URL_SAFE_NO_PAD.encode(s);
         let claims = enc(&format!(
             r#"{{"sub":"p1","device_id":"d1","exp":{}}}"#,
             now() + 60

@@ -20,7 +20,7 @@ use crate::kafka::{Kafka, ProduceError, Records};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +29,7 @@ use common::Config;
 use common::lifecycle::{Listeners, Shutdown};
 use common::record::{Millis, now_millis};
 use common::telemetry::Readiness;
-use futures::StreamExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -316,24 +316,18 @@ impl Route {
     }
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Vec<u8>, RequestError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+/// The body, at most `limit` bytes (`http_body_util::Limited`). A declared length (hyper
+/// reports `Content-Length` as the body's exact size hint) above the limit is refused before
+/// anything is read.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
+    if HttpBody::size_hint(&body).lower() > limit as u64 {
         return Err(RequestError::TooLarge { limit });
     }
-    let mut buf = Vec::with_capacity(declared.map_or(4096, |n| n as usize));
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RequestError::BodyRead(e.to_string()))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(RequestError::TooLarge { limit });
-        }
-        buf.extend_from_slice(&chunk);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(RequestError::TooLarge { limit }),
+        Err(e) => Err(RequestError::BodyRead(e.to_string())),
     }
-    Ok(buf)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -362,12 +356,12 @@ async fn handle(
         .verifier
         .verify_header(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))?;
     app.limiter
-        .check(&id.person_id, &id.device_id, Instant::now())
+        .check(&id.person_id, &id.device_id)
         .map_err(|retry_after| RequestError::RateLimited { retry_after })?;
     if !is_json(&headers) {
         return Err(RequestError::UnsupportedMediaType);
     }
-    let bytes = read_body(body, &headers, app.max_body).await?;
+    let bytes = read_body(body, app.max_body).await?;
     let received_at = now_millis();
     let records = match route {
         Route::Pings => {
@@ -614,6 +608,42 @@ mod tests {
                     received_at: 99,
                 })
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_too_large_whether_declared_or_streamed() {
+        let chunks = |n: usize| {
+            Body::from_stream(futures::stream::iter(
+                (0..n).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(b"0123456789"))),
+            ))
+        };
+        assert_eq!(
+            &read_body(chunks(3), 30).await.unwrap()[..],
+            &b"0123456789".repeat(3)[..]
+        );
+        assert!(matches!(
+            read_body(chunks(4), 30).await,
+            Err(RequestError::TooLarge { limit: 30 })
+        ));
+        assert_eq!(
+            read_body(Body::from("x".repeat(30)), 30)
+                .await
+                .unwrap()
+                .len(),
+            30
+        );
+        // A known length (as from `Content-Length`) is refused before reading.
+        assert!(matches!(
+            read_body(Body::from("x".repeat(31)), 30).await,
+            Err(RequestError::TooLarge { limit: 30 })
+        ));
+        let failing = Body::from_stream(futures::stream::iter([Err::<Bytes, _>(
+            std::io::Error::other("reset"),
+        )]));
+        match read_body(failing, 30).await {
+            Err(RequestError::BodyRead(e)) => assert!(e.contains("reset"), "{e}"),
+            other => panic!("{other:?}"),
         }
     }
 

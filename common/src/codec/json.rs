@@ -191,6 +191,14 @@ impl<'a> Cursor<'a> {
         Some(self.divide(d))
     }
 
+    /// [`Cursor::plain_decimal`] only for digit strings up to 2^53: the value is then correctly
+    /// rounded whatever serde_json's features (ingest's request fast path keeps to these).
+    #[inline]
+    pub fn exact_decimal(&mut self) -> Option<f64> {
+        let d = self.scan_plain_decimal()?;
+        (d.1 <= 1 << 53).then(|| self.divide(d))
+    }
+
     /// [`Cursor::plain_decimal`] without the check for large digit strings.
     #[inline]
     fn digits_then_divide(&mut self) -> Option<f64> {
@@ -318,6 +326,26 @@ mod tests {
             "-.5",
         ] {
             assert_eq!(scan(tok), (None, 0), "{tok}");
+        }
+    }
+
+    #[test]
+    fn exact_decimal_takes_only_digit_strings_up_to_2_pow_53() {
+        for (tok, taken) in [
+            ("9007199254740.992", true),
+            ("-0.5", true),
+            ("9007199254740.993", false),
+            ("0.12345678901234567", false),
+        ] {
+            let text = format!("{tok},");
+            let mut c = Cursor::new(text.as_bytes());
+            let x = c.exact_decimal();
+            assert_eq!(c.pos(), if taken { tok.len() } else { 0 }, "{tok}");
+            assert_eq!(
+                x.map(f64::to_bits),
+                scan(tok).0.filter(|_| taken).map(f64::to_bits),
+                "{tok}"
+            );
         }
     }
 }

@@ -17,34 +17,9 @@
 /// librdkafka's "let the partitioner choose" partition (`RD_KAFKA_PARTITION_UA`).
 pub const UNASSIGNED: i32 = -1;
 
-/// The CRC-32 table for the reflected IEEE polynomial.
-const TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-/// CRC-32 (IEEE), the `rd_crc32` of librdkafka.
+/// CRC-32 (IEEE), the `rd_crc32` of librdkafka (`crc32fast` computes the same standard CRC).
 pub fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32fast::hash(data)
 }
 
 /// The partition librdkafka's `consistent_random` (and `consistent`) partitioner picks for a
