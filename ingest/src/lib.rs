@@ -7,6 +7,19 @@
 //! contacts topic each `clock.tick_interval` while the producer is healthy.
 //!
 //! The service is [`run`]: give it the configuration, its [`Listeners`] and a [`Shutdown`].
+//!
+//! # Layout
+//! - this file — the routes, the request handler, [`RequestError`] and [`run`];
+//! - [`auth`] — bearer tokens (RS256/ES256/HS256) to an [`auth::Identity`], with a bounded
+//!   cache of verified tokens;
+//! - [`decode`] — request bodies: `capture` (JSON into values), `validation` (every bad field
+//!   named), `fast` (the common pings body on the shared JSON cursor, exactly the full
+//!   decoder's answer or none);
+//! - [`kafka`] — the producer: batches of records, delivery reports on the runtime, ticks,
+//!   the partition of a request (`kafka::partition`);
+//! - [`ratelimit`] — per-device limits (`governor`); [`metrics`] — what `/metrics` exports.
+//!
+//! The records themselves are encoded by the one codec, `common::codec`.
 
 pub mod auth;
 pub mod decode;

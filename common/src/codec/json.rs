@@ -180,7 +180,7 @@ impl<'a> Cursor<'a> {
     /// 10^(fraction digits). Up to 2^53 that integer converts exactly and the one division is
     /// correctly rounded, so the result is serde's with or without its `float_roundtrip`
     /// feature; above 2^53 it is serde's only without that feature, which
-    /// [`serde_rounds_like_us`] checks once. Anything else: `None`, the cursor unmoved, and
+    /// `serde_rounds_like_us` checks once. Anything else: `None`, the cursor unmoved, and
     /// the caller asks `serde_json`.
     #[inline]
     pub fn plain_decimal(&mut self) -> Option<f64> {
