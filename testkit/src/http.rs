@@ -10,6 +10,13 @@ pub async fn get(url: &str) -> Option<(u16, String)> {
     Some((status, r.text().await.ok()?))
 }
 
+/// `GET url`: the body's bytes; panics unless the answer is 2xx.
+pub async fn get_bytes(url: &str) -> Vec<u8> {
+    let r = reqwest::get(url).await.expect("request");
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.bytes().await.expect("body").to_vec()
+}
+
 /// `POST base + path` with a JSON content type, the body and, if given, a bearer token.
 pub async fn post(
     base: &str,

@@ -109,3 +109,10 @@ pub fn sink_config(ns: &Namespace) -> Config {
     c.sink.max_backoff = Duration::from_millis(1000);
     c
 }
+
+/// Installs the services' logging once per process at `filter` (`RUST_LOG` overrides it).
+pub fn init_logging(filter: &str) {
+    let mut log = Config::defaults().log;
+    log.level = filter.into();
+    common::telemetry::init_logging(&log);
+}

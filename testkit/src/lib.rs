@@ -12,6 +12,8 @@
 //!   topics), producers, committed readers, waiting for a group to catch up.
 //! - [`db`] — ClickHouse through the sink's own client ([`sink::ch::Ch`]): numbers, rows,
 //!   waiting for a count, dropping the database.
+//! - [`fixtures`] — pings, registrations, ticks and events to produce, and [`fixtures::Env`]
+//!   (a namespace with a sink configuration, for in-process tests).
 //! - [`http`] — GET/POST through `reqwest`, waiting for `/readyz`.
 //! - [`inproc`] — ingest, processor and sink in this process, through their
 //!   `run(config, listeners, shutdown)`, on loopback ports the kernel picks.
@@ -23,6 +25,7 @@
 //! the services, and a dev-dependency cycle would link two copies of the crate under test.
 
 pub mod db;
+pub mod fixtures;
 pub mod http;
 pub mod inproc;
 pub mod kafka;

@@ -123,6 +123,11 @@ impl Stack {
     pub async fn new(test: &str, partitions: i32, extra: &[(&str, &str)]) -> Result<Stack> {
         let ns = Namespace::new(test, partitions);
         ns.create_topics().await?;
+        Stack::with_namespace(ns, extra)
+    }
+
+    /// A stack in `ns`, whose topics exist already; picks ports, starts nothing.
+    pub fn with_namespace(ns: Namespace, extra: &[(&str, &str)]) -> Result<Stack> {
         let (ingest_port, processor_port, sink_port) = (free_port(), free_port(), free_port());
         let mut env = ns.env();
         for (k, port) in [
