@@ -9,9 +9,8 @@ use testkit::{http, inproc, kafka, names};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_are_acknowledged_stamped_keyed_and_ticks_reach_every_partition() {
-    let topic = names::unique_topic("pings");
-    kafka::create_topic(&topic, 3).await;
-    let ingest = inproc::ingest(inproc::ingest_config(&topic)).await;
+    let (topic, cfg) = inproc::ingest_topic("pings", 3).await;
+    let ingest = inproc::ingest(cfg).await;
     ingest.wait_ready(Duration::from_secs(20)).await;
 
     let before = now_millis();
@@ -55,21 +54,15 @@ async fn pings_are_acknowledged_stamped_keyed_and_ticks_reach_every_partition() 
     sent += 1;
     let after = now_millis();
 
-    let records = tokio::task::spawn_blocking({
-        let topic = topic.clone();
-        move || {
-            kafka::read_contacts(&topic, Duration::from_secs(20), |rs| {
-                let parts: BTreeSet<i32> = rs
-                    .iter()
-                    .filter(|r| matches!(r.contact, Contact::Tick(_)))
-                    .map(|r| r.partition)
-                    .collect();
-                kafka::pings_of(rs).len() >= sent && parts.len() == 3
-            })
-        }
+    let records = kafka::contacts_until(&topic, Duration::from_secs(20), move |rs| {
+        let parts: BTreeSet<i32> = rs
+            .iter()
+            .filter(|r| matches!(r.contact, Contact::Tick(_)))
+            .map(|r| r.partition)
+            .collect();
+        kafka::pings_of(rs).len() >= sent && parts.len() == 3
     })
-    .await
-    .unwrap();
+    .await;
     let pings = kafka::pings_of(&records);
     assert_eq!(pings.len(), sent, "{records:#?}");
     let mut partition_of = std::collections::HashMap::new();
@@ -145,9 +138,7 @@ fn rfc3339_plus3(secs: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_requests_produce_nothing() {
-    let topic = names::unique_topic("rejected");
-    kafka::create_topic(&topic, 2).await;
-    let mut cfg = inproc::ingest_config(&topic);
+    let (topic, mut cfg) = inproc::ingest_topic("rejected", 2).await;
     cfg.ingest.max_body_bytes = 2048;
     let ingest = inproc::ingest(cfg).await;
     ingest.wait_ready(Duration::from_secs(20)).await;
@@ -260,12 +251,7 @@ async fn rejected_requests_produce_nothing() {
     assert!(!metrics.contains("person-x") && !metrics.contains("dev-x"));
 
     ingest.stop().await.expect("clean shutdown");
-    let records = tokio::task::spawn_blocking({
-        let topic = topic.clone();
-        move || kafka::read_contacts(&topic, Duration::from_secs(5), |_| false)
-    })
-    .await
-    .unwrap();
+    let records = kafka::contacts_until(&topic, Duration::from_secs(5), |_| false).await;
     let non_ticks: Vec<_> = records
         .iter()
         .filter(|r| !matches!(r.contact, Contact::Tick(_)))
@@ -285,9 +271,7 @@ async fn rejected_requests_produce_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_429_with_retry_after() {
-    let topic = names::unique_topic("ratelimit");
-    kafka::create_topic(&topic, 1).await;
-    let mut cfg = inproc::ingest_config(&topic);
+    let (topic, mut cfg) = inproc::ingest_topic("ratelimit", 1).await;
     cfg.ingest.rate_limit_per_device = 0.5;
     cfg.ingest.rate_limit_burst = 2;
     let ingest = inproc::ingest(cfg).await;
@@ -322,20 +306,11 @@ async fn rate_limit_answers_429_with_retry_after() {
 async fn missing_topic_is_not_ready_and_refuses_with_503() {
     let topic = names::unique_topic("missing");
     let ingest = inproc::ingest(inproc::ingest_config(&topic)).await;
-    let client = reqwest::Client::new();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = client
-        .get(format!("{}/readyz", ingest.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    let r = client
-        .get(format!("{}/healthz", ingest.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = http::get(&format!("{}/readyz", ingest.url)).await.unwrap();
+    assert_eq!(status, 503);
+    let (status, _) = http::get(&format!("{}/healthz", ingest.url)).await.unwrap();
+    assert_eq!(status, 200);
     let body = json!({"pings":[{"ts": now_millis(), "lat": 1, "lon": 2}]}).to_string();
     let r = http::post(
         &ingest.url,

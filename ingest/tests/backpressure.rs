@@ -10,7 +10,7 @@ use common::record::now_millis;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use testkit::stack::local;
-use testkit::{http, inproc, kafka, names};
+use testkit::{http, inproc, kafka};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "stops the shared Kafka broker; run with --ignored --test-threads=1"]
@@ -20,9 +20,7 @@ async fn kafka_down_gives_503_and_recovery_gives_202() {
         local::ok("kafka", "status"),
         "kafka must be running before this test"
     );
-    let topic = names::unique_topic("backpressure");
-    kafka::create_topic(&topic, 2).await;
-    let mut cfg = inproc::ingest_config(&topic);
+    let (topic, mut cfg) = inproc::ingest_topic("backpressure", 2).await;
     cfg.ingest.produce_timeout = Duration::from_secs(3);
     let ingest = inproc::ingest(cfg).await;
     ingest.wait_ready(Duration::from_secs(20)).await;
@@ -84,12 +82,7 @@ async fn kafka_down_gives_503_and_recovery_gives_202() {
     }
     ingest.stop().await.expect("clean shutdown");
 
-    let records = tokio::task::spawn_blocking({
-        let topic = topic.clone();
-        move || kafka::read_contacts(&topic, Duration::from_secs(5), |_| false)
-    })
-    .await
-    .unwrap();
+    let records = kafka::contacts_until(&topic, Duration::from_secs(5), |_| false).await;
     let got: Vec<i64> = kafka::pings_of(&records)
         .iter()
         .map(|(_, p)| p.device_ts)

@@ -195,8 +195,7 @@ async fn poison_record_goes_to_dead_letter_and_partition_moves_on() {
         letters[1].reason
     );
     assert!(letters[1].payload.contains("extra"));
-    let addr = sink.url.clone();
-    let (_, metrics) = http::get(&format!("{addr}/metrics")).await.unwrap();
+    let metrics = http::metrics(&sink.url).await;
     assert!(
         metrics.contains("lastseen_sink_dead_letters_total{reason=\"truncated_json\"} 1"),
         "{metrics}"

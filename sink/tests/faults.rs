@@ -10,6 +10,19 @@ use testkit::fixtures::*;
 use testkit::stack::local;
 use testkit::{Service, Stack, http, inproc};
 
+/// Waits until `ping_rows` pings (within `within`) and then `event_rows` events (within 30 s) are
+/// stored, each exactly once through FINAL.
+async fn wait_all(env: &Env, ping_rows: i64, within: Duration, event_rows: i64) {
+    env.wait_for("SELECT count() FROM pings FINAL", ping_rows, within)
+        .await;
+    env.wait_for(
+        "SELECT count() FROM person_events FINAL",
+        event_rows,
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
 /// The built `sink` binary in `env`'s namespace, with small batches written within 100 ms.
 fn binary_stack(env: &Env) -> Stack {
     Stack::with_namespace(
@@ -49,18 +62,7 @@ async fn kill_dash_nine_mid_batch() {
     }
     stack.start(Service::Sink).expect("start sink");
     let t0 = Instant::now();
-    env.wait_for(
-        "SELECT count() FROM pings FINAL",
-        60_000,
-        Duration::from_secs(90),
-    )
-    .await;
-    env.wait_for(
-        "SELECT count() FROM person_events FINAL",
-        600,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_all(&env, 60_000, Duration::from_secs(90), 600).await;
     assert_eq!(
         env.scalar("SELECT uniqExact(person_id, device_id, device_ts_ms) FROM pings")
             .await,
@@ -131,25 +133,14 @@ async fn clickhouse_restart_mid_stream() {
     assert!(local::ok("clickhouse", "start"), "cannot start clickhouse");
     env.produce_contacts(&prod, &all[30_000..]).await;
 
-    env.wait_for(
-        "SELECT count() FROM pings FINAL",
-        40_000,
-        Duration::from_secs(60),
-    )
-    .await;
-    env.wait_for(
-        "SELECT count() FROM person_events FINAL",
-        400,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_all(&env, 40_000, Duration::from_secs(60), 400).await;
     assert_eq!(
         env.scalar("SELECT sum(n) FROM (SELECT uniqExactMerge(pings) AS n FROM pings_per_minute GROUP BY minute)").await,
         Some(40_000)
     );
     let (status, _) = http::get(&format!("{addr}/readyz")).await.unwrap();
     assert_eq!(status, 200);
-    let (_, metrics) = http::get(&format!("{addr}/metrics")).await.unwrap();
+    let metrics = http::metrics(&addr).await;
     assert!(
         metrics.contains("lastseen_sink_insert_errors_total{table=\"pings\"}"),
         "{metrics}"

@@ -34,11 +34,17 @@ pub async fn post(
     req.send().await.expect("request")
 }
 
+/// The text of `base/metrics`; panics if nothing answers.
+pub async fn metrics(base: &str) -> String {
+    get(&format!("{base}/metrics")).await.expect("metrics").1
+}
+
 /// The value of the sample `series` (name and labels, as Prometheus prints them) in the
 /// metrics at `base/metrics`; 0 if absent.
 pub async fn metric(base: &str, series: &str) -> f64 {
-    let (_, text) = get(&format!("{base}/metrics")).await.unwrap_or_default();
-    text.lines()
+    metrics(base)
+        .await
+        .lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)

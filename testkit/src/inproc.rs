@@ -99,6 +99,15 @@ pub fn ingest_config(topic: &str) -> Config {
     c
 }
 
+/// A fresh harness topic for `test` with `partitions` partitions, created, and the
+/// [`ingest_config`] writing to it.
+pub async fn ingest_topic(test: &str, partitions: i32) -> (String, Config) {
+    let topic = crate::names::unique_topic(test);
+    crate::kafka::create_topic(&topic, partitions).await;
+    let config = ingest_config(&topic);
+    (topic, config)
+}
+
 /// The configuration of a test sink in `ns`: small batches written within 200 ms, retries
 /// from 50 ms to 1 s.
 pub fn sink_config(ns: &Namespace) -> Config {

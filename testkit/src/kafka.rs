@@ -477,6 +477,18 @@ pub fn read_contacts(topic: &str, within: Duration, done: impl Fn(&[Read]) -> bo
     read_mapped(topic, within, decode, done)
 }
 
+/// [`read_contacts`] from async code (on a blocking thread).
+pub async fn contacts_until(
+    topic: &str,
+    within: Duration,
+    done: impl Fn(&[Read]) -> bool + Send + 'static,
+) -> Vec<Read> {
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || read_contacts(&topic, within, done))
+        .await
+        .expect("reader thread")
+}
+
 /// The pings among `records`.
 pub fn pings_of(records: &[Read]) -> Vec<(&Read, &common::Ping)> {
     records

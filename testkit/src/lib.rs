@@ -17,6 +17,7 @@
 //! - [`http`] — GET/POST through `reqwest`, waiting for `/readyz`.
 //! - [`inproc`] — ingest, processor and sink in this process, through their
 //!   `run(config, listeners, shutdown)`, on loopback ports the kernel picks.
+//! - [`procstat`] — CPU time and peak memory of processes, for the benchmarks.
 //! - [`stack`] — the services as child processes from `target/debug` (so tests can `kill -9`
 //!   them), [`stack::free_port`], and [`stack::local`] (the shared servers' control scripts).
 //! - [`SECRET`] and [`token`] — the HS256 secret every harness configures, and tokens.
@@ -31,6 +32,7 @@ pub mod inproc;
 pub mod kafka;
 pub mod names;
 pub mod namespace;
+pub mod procstat;
 pub mod stack;
 
 pub use db::Db;

@@ -70,10 +70,9 @@ impl Namespace {
         Db::new(&self.database)
     }
 
-    /// The configuration of a service in this namespace, for services run in-process
-    /// ([`crate::inproc`]). The same settings as [`Namespace::env`].
-    pub fn config(&self) -> Config {
-        let mut c = Config::defaults();
+    /// Points `c` at this namespace: the test broker and ClickHouse, the topics, the database,
+    /// the groups and transactional ids. Nothing else changes (a benchmark keeps the defaults).
+    pub fn apply(&self, c: &mut Config) {
         c.kafka.brokers = brokers();
         c.kafka.contacts_topic = self.contacts_topic.clone();
         c.kafka.events_topic = self.events_topic.clone();
@@ -82,11 +81,18 @@ impl Namespace {
         c.kafka.partitions = self.partitions;
         c.clickhouse.url = clickhouse_url();
         c.clickhouse.database = self.database.clone();
-        c.auth.hs256_secret = crate::SECRET.into();
-        c.ingest.rate_limit_per_device = 0.0;
         c.processor.group_id = self.group("processor");
         c.processor.transactional_id_prefix = self.group("processor");
         c.sink.group_id = self.group("sink");
+    }
+
+    /// The configuration of a service in this namespace, for services run in-process
+    /// ([`crate::inproc`]): [`Namespace::apply`] and the settings of [`Namespace::env`].
+    pub fn config(&self) -> Config {
+        let mut c = Config::defaults();
+        self.apply(&mut c);
+        c.auth.hs256_secret = crate::SECRET.into();
+        c.ingest.rate_limit_per_device = 0.0;
         c.sink.max_delay = Duration::from_millis(200);
         c
     }

@@ -99,6 +99,22 @@ pub fn terminate(child: &mut Child, timeout: Duration) -> Result<bool> {
     Ok(false)
 }
 
+/// The `LASTSEEN_*` pairs of a test's policy and clock, in the configuration's duration syntax
+/// (`"4s"`, `"250ms"`), for [`Stack::new`]'s `extra`.
+pub fn policy_env<'a>(
+    notice_after: &'a str,
+    deregister_after: &'a str,
+    outage_after: &'a str,
+    tick_interval: &'a str,
+) -> [(&'static str, &'a str); 4] {
+    [
+        ("LASTSEEN_POLICY__NOTICE_AFTER", notice_after),
+        ("LASTSEEN_POLICY__DEREGISTER_AFTER", deregister_after),
+        ("LASTSEEN_CLOCK__OUTAGE_AFTER", outage_after),
+        ("LASTSEEN_CLOCK__TICK_INTERVAL", tick_interval),
+    ]
+}
+
 /// One isolated pipeline: a [`Namespace`], ports and the service processes.
 #[derive(Debug)]
 pub struct Stack {
