@@ -28,8 +28,6 @@ use ingest::decode::PingIn;
 use ingest::kafka::native::BatchProducer;
 use ingest::kafka::{Records, producer_config};
 use rdkafka::ClientContext;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{
@@ -385,6 +383,17 @@ impl ProducerContext for BareCtx {
     fn delivery(&self, _: &DeliveryResult<'_>, _: Arc<Records>) {}
 }
 
+/// Encodes request `n` (of the next identity in turn) as ingest does, and counts it.
+fn encode_request(ids: &[Identity], pings: &[PingIn], n: &mut usize, recs: &mut Records) {
+    ingest::encode_pings(
+        &ids[*n % ids.len()],
+        pings,
+        common::record::now_millis(),
+        recs,
+    );
+    *n += 1;
+}
+
 /// The floor: the same serialized records through a bare producer with ingest's settings.
 fn bare_producer(
     config: &Config,
@@ -435,13 +444,7 @@ fn bare_producer(
         let mut n = 0;
         while start.elapsed() < dur {
             let mut recs = Records::with_capacity(batch);
-            ingest::encode_pings(
-                &ids[n % ids.len()],
-                &pings,
-                common::record::now_millis(),
-                &mut recs,
-            );
-            n += 1;
+            encode_request(&ids, &pings, &mut n, &mut recs);
             // Like `Kafka::send_all`: one partition for the request's person.
             let partition = ingest::kafka::partition_for(&recs, partitions);
             let recs = Arc::new(recs);
@@ -474,13 +477,7 @@ fn bare_producer(
     let mut n = 0;
     while start.elapsed() < dur {
         recs.clear();
-        ingest::encode_pings(
-            &ids[n % ids.len()],
-            &pings,
-            common::record::now_millis(),
-            &mut recs,
-        );
-        n += 1;
+        encode_request(&ids, &pings, &mut n, &mut recs);
         for i in 0..recs.len() {
             let (k, p) = recs.get(i);
             let mut rec = BaseRecord::to(topic).key(k).payload(p);
@@ -499,31 +496,6 @@ fn bare_producer(
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
     sent as f64 / start.elapsed().as_secs_f64()
-}
-
-async fn create_topic(brokers: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin");
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create topic")
-    {
-        r.expect("topic created");
-    }
-}
-
-async fn delete_topic(brokers: &str, name: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin");
-    let _ = admin.delete_topics(&[name], &AdminOptions::new()).await;
 }
 
 fn main() {
@@ -550,7 +522,10 @@ async fn async_main(args: Args) {
         .unwrap_or_else(|| format!("bench.ingest.{}", common::record::now_millis()));
     config.kafka.contacts_topic = topic.clone();
     if fresh_topic {
-        create_topic(&args.brokers, &topic, args.partitions).await;
+        testkit::kafka::Admin::at(&args.brokers)
+            .create_topics(&[testkit::kafka::TopicSpec::new(&topic, args.partitions)])
+            .await
+            .expect("create topic");
     }
 
     // In-process ingest on its own runtime, unless targeting a running one.
@@ -582,29 +557,16 @@ async fn async_main(args: Args) {
             format!("http://{addr}")
         }
     };
-    // Wait until ready.
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{url}/readyz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "ingest at {url} not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testkit::http::wait_ready(&url, Duration::from_secs(30), || Ok(()))
+        .await
+        .expect("ingest ready");
 
-    let exp = common::record::now_millis() / 1000 + 3600;
     let tokens: Vec<String> = (0..args.devices)
         .map(|i| {
-            ingest::auth::testing::hs256(
+            testkit::token_with(
                 &args.secret,
-                &serde_json::json!({
-                    "sub": format!("bench-person-{i}"),
-                    "device_id": format!("bench-device-{i}"),
-                    "exp": exp,
-                }),
+                &format!("bench-person-{i}"),
+                &format!("bench-device-{i}"),
             )
         })
         .collect();
@@ -668,7 +630,9 @@ async fn async_main(args: Args) {
         let _ = handle.join();
     }
     if fresh_topic {
-        delete_topic(&args.brokers, &topic).await;
+        let _ = testkit::kafka::Admin::at(&args.brokers)
+            .delete_topics(&[&topic])
+            .await;
     }
     let out = serde_json::json!({
         "pings_per_sec": pps.round(),

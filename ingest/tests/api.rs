@@ -1,19 +1,16 @@
 //! Integration tests against the real Kafka: each test has its own topic and its own ingest.
 
-mod support;
-
 use common::Contact;
 use common::record::now_millis;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::*;
+use testkit::{http, inproc, kafka, names};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_are_acknowledged_stamped_keyed_and_ticks_reach_every_partition() {
-    let topic = unique_topic("pings");
-    create_topic(&topic, 3).await;
-    let ingest = Ingest::start(config(&topic)).await;
+    let (topic, cfg) = inproc::ingest_topic("pings", 3).await;
+    let ingest = inproc::ingest(cfg).await;
     ingest.wait_ready(Duration::from_secs(20)).await;
 
     let before = now_millis();
@@ -31,10 +28,10 @@ async fn pings_are_acknowledged_stamped_keyed_and_ticks_reach_every_partition() 
         let mut body = body;
         // Keep the RFC 3339 ping inside max_age: use the current time in UTC.
         body["pings"][1]["ts"] = json!(now - 2000);
-        let r = post(
+        let r = http::post(
             &ingest.url,
             "/v1/pings",
-            Some(&token(person, device)),
+            Some(&testkit::token(person, device)),
             body.to_string(),
         )
         .await;
@@ -46,10 +43,10 @@ async fn pings_are_acknowledged_stamped_keyed_and_ticks_reach_every_partition() 
     let ts = std::time::SystemTime::now() - Duration::from_secs(60);
     let secs = ts.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let rfc = rfc3339_plus3(secs);
-    let r = post(
+    let r = http::post(
         &ingest.url,
         "/v1/pings",
-        Some(&token("person-a", "dev-a")),
+        Some(&testkit::token("person-a", "dev-a")),
         json!({"pings":[{"ts": rfc, "lat": 1.0, "lon": 2.0}]}).to_string(),
     )
     .await;
@@ -57,22 +54,16 @@ async fn pings_are_acknowledged_stamped_keyed_and_ticks_reach_every_partition() 
     sent += 1;
     let after = now_millis();
 
-    let records = tokio::task::spawn_blocking({
-        let topic = topic.clone();
-        move || {
-            read_topic(&topic, 3, Duration::from_secs(20), |rs| {
-                let parts: BTreeSet<i32> = rs
-                    .iter()
-                    .filter(|r| matches!(r.contact, Contact::Tick(_)))
-                    .map(|r| r.partition)
-                    .collect();
-                pings_of(rs).len() >= sent && parts.len() == 3
-            })
-        }
+    let records = kafka::contacts_until(&topic, Duration::from_secs(20), move |rs| {
+        let parts: BTreeSet<i32> = rs
+            .iter()
+            .filter(|r| matches!(r.contact, Contact::Tick(_)))
+            .map(|r| r.partition)
+            .collect();
+        kafka::pings_of(rs).len() >= sent && parts.len() == 3
     })
-    .await
-    .unwrap();
-    let pings = pings_of(&records);
+    .await;
+    let pings = kafka::pings_of(&records);
     assert_eq!(pings.len(), sent, "{records:#?}");
     let mut partition_of = std::collections::HashMap::new();
     for (r, p) in &pings {
@@ -119,7 +110,7 @@ async fn pings_are_acknowledged_stamped_keyed_and_ticks_reach_every_partition() 
     assert_eq!(tick_partitions, BTreeSet::from([0, 1, 2]));
 
     ingest.stop().await.expect("clean shutdown");
-    delete_topic(&topic).await;
+    kafka::delete_topics(&[&topic]).await.unwrap();
 }
 
 fn rfc3339_plus3(secs: i64) -> String {
@@ -147,32 +138,30 @@ fn rfc3339_plus3(secs: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_requests_produce_nothing() {
-    let topic = unique_topic("rejected");
-    create_topic(&topic, 2).await;
-    let mut cfg = config(&topic);
+    let (topic, mut cfg) = inproc::ingest_topic("rejected", 2).await;
     cfg.ingest.max_body_bytes = 2048;
-    let ingest = Ingest::start(cfg).await;
+    let ingest = inproc::ingest(cfg).await;
     ingest.wait_ready(Duration::from_secs(20)).await;
-    let ok_token = token("person-x", "dev-x");
+    let ok_token = testkit::token("person-x", "dev-x");
     let now = now_millis();
     let url = &ingest.url;
 
     // 401: missing, expired, wrong secret.
     let good = json!({"pings":[{"ts": now, "lat": 1, "lon": 2}]}).to_string();
-    let r = post(url, "/v1/pings", None, good.clone()).await;
+    let r = http::post(url, "/v1/pings", None, good.clone()).await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"], "unauthorized");
     let expired = ingest::auth::testing::hs256(
-        SECRET,
+        testkit::SECRET,
         &json!({"sub":"p","device_id":"d","exp": now / 1000 - 3600}),
     );
-    let r = post(url, "/v1/pings", Some(&expired), good.clone()).await;
+    let r = http::post(url, "/v1/pings", Some(&expired), good.clone()).await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["reason"], "token expired");
     let forged = ingest::auth::testing::hs256_for("not-the-secret", "person-x", "dev-x");
-    let r = post(url, "/v1/pings", Some(&forged), good.clone()).await;
+    let r = http::post(url, "/v1/pings", Some(&forged), good.clone()).await;
     assert_eq!(r.status(), 401);
 
     // 400: one bad item among good ones rejects the whole request, naming the item.
@@ -182,7 +171,7 @@ async fn rejected_requests_produce_nothing() {
         {"ts": now, "lat": 1, "lon": 2},
         {"ts": now, "lat": 91, "lon": 2},
     ]});
-    let r = post(url, "/v1/pings", Some(&ok_token), body.to_string()).await;
+    let r = http::post(url, "/v1/pings", Some(&ok_token), body.to_string()).await;
     assert_eq!(r.status(), 400);
     let b: Value = r.json().await.unwrap();
     assert_eq!(
@@ -191,14 +180,14 @@ async fn rejected_requests_produce_nothing() {
     );
     // A device cannot name another person: person_id in the body is an unknown field.
     let body = json!({"pings":[{"ts": now, "lat": 1, "lon": 2, "person_id": "someone-else"}]});
-    let r = post(url, "/v1/pings", Some(&ok_token), body.to_string()).await;
+    let r = http::post(url, "/v1/pings", Some(&ok_token), body.to_string()).await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.json::<Value>().await.unwrap()["details"][0]["field"],
         "person_id"
     );
     // Malformed JSON names the position.
-    let r = post(url, "/v1/pings", Some(&ok_token), "{\"pings\": [").await;
+    let r = http::post(url, "/v1/pings", Some(&ok_token), "{\"pings\": [").await;
     assert_eq!(r.status(), 400);
     let b: Value = r.json().await.unwrap();
     assert_eq!(
@@ -210,7 +199,7 @@ async fn rejected_requests_produce_nothing() {
         r#"{{"pings":[{}]}}"#,
         vec![r#"{"ts":0,"lat":0,"lon":0}"#; 200].join(",")
     );
-    let r = post(url, "/v1/pings", Some(&ok_token), big).await;
+    let r = http::post(url, "/v1/pings", Some(&ok_token), big).await;
     assert_eq!(r.status(), 413);
     assert_eq!(r.json::<Value>().await.unwrap()["limit_bytes"], 2048);
     let r = reqwest::Client::new()
@@ -222,7 +211,7 @@ async fn rejected_requests_produce_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 415);
-    let r = post(
+    let r = http::post(
         url,
         "/v1/registrations",
         Some(&ok_token),
@@ -232,7 +221,7 @@ async fn rejected_requests_produce_nothing() {
     assert_eq!(r.status(), 400);
 
     // Finally one good registration, which must be the only non-tick record.
-    let r = post(
+    let r = http::post(
         url,
         "/v1/registrations",
         Some(&ok_token),
@@ -262,12 +251,7 @@ async fn rejected_requests_produce_nothing() {
     assert!(!metrics.contains("person-x") && !metrics.contains("dev-x"));
 
     ingest.stop().await.expect("clean shutdown");
-    let records = tokio::task::spawn_blocking({
-        let topic = topic.clone();
-        move || read_topic(&topic, 2, Duration::from_secs(5), |_| false)
-    })
-    .await
-    .unwrap();
+    let records = kafka::contacts_until(&topic, Duration::from_secs(5), |_| false).await;
     let non_ticks: Vec<_> = records
         .iter()
         .filter(|r| !matches!(r.contact, Contact::Tick(_)))
@@ -282,64 +266,59 @@ async fn rejected_requests_produce_nothing() {
         }
         other => panic!("{other:?}"),
     }
-    delete_topic(&topic).await;
+    kafka::delete_topics(&[&topic]).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_429_with_retry_after() {
-    let topic = unique_topic("ratelimit");
-    create_topic(&topic, 1).await;
-    let mut cfg = config(&topic);
+    let (topic, mut cfg) = inproc::ingest_topic("ratelimit", 1).await;
     cfg.ingest.rate_limit_per_device = 0.5;
     cfg.ingest.rate_limit_burst = 2;
-    let ingest = Ingest::start(cfg).await;
+    let ingest = inproc::ingest(cfg).await;
     ingest.wait_ready(Duration::from_secs(20)).await;
-    let t = token("person-r", "dev-r");
+    let t = testkit::token("person-r", "dev-r");
     let body = json!({"pings":[{"ts": now_millis(), "lat": 1, "lon": 2}]}).to_string();
     for _ in 0..2 {
         assert_eq!(
-            post(&ingest.url, "/v1/pings", Some(&t), body.clone())
+            http::post(&ingest.url, "/v1/pings", Some(&t), body.clone())
                 .await
                 .status(),
             202
         );
     }
-    let r = post(&ingest.url, "/v1/pings", Some(&t), body.clone()).await;
+    let r = http::post(&ingest.url, "/v1/pings", Some(&t), body.clone()).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "2");
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
     // Another device of the same person is not affected.
-    let t2 = token("person-r", "dev-r2");
+    let t2 = testkit::token("person-r", "dev-r2");
     assert_eq!(
-        post(&ingest.url, "/v1/pings", Some(&t2), body)
+        http::post(&ingest.url, "/v1/pings", Some(&t2), body)
             .await
             .status(),
         202
     );
     ingest.stop().await.unwrap();
-    delete_topic(&topic).await;
+    kafka::delete_topics(&[&topic]).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_topic_is_not_ready_and_refuses_with_503() {
-    let topic = unique_topic("missing");
-    let ingest = Ingest::start(config(&topic)).await;
-    let client = reqwest::Client::new();
+    let topic = names::unique_topic("missing");
+    let ingest = inproc::ingest(inproc::ingest_config(&topic)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = client
-        .get(format!("{}/readyz", ingest.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    let r = client
-        .get(format!("{}/healthz", ingest.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = http::get(&format!("{}/readyz", ingest.url)).await.unwrap();
+    assert_eq!(status, 503);
+    let (status, _) = http::get(&format!("{}/healthz", ingest.url)).await.unwrap();
+    assert_eq!(status, 200);
     let body = json!({"pings":[{"ts": now_millis(), "lat": 1, "lon": 2}]}).to_string();
-    let r = post(&ingest.url, "/v1/pings", Some(&token("p", "d")), body).await;
+    let r = http::post(
+        &ingest.url,
+        "/v1/pings",
+        Some(&testkit::token("p", "d")),
+        body,
+    )
+    .await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unavailable");
@@ -348,8 +327,8 @@ async fn missing_topic_is_not_ready_and_refuses_with_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_is_served() {
-    let topic = unique_topic("openapi");
-    let ingest = Ingest::start(config(&topic)).await;
+    let topic = names::unique_topic("openapi");
+    let ingest = inproc::ingest(inproc::ingest_config(&topic)).await;
     let r = reqwest::get(format!("{}/openapi.json", ingest.url))
         .await
         .unwrap();

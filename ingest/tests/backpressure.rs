@@ -5,69 +5,43 @@
 //! `cargo test -p ingest --test backpressure -- --ignored --test-threads=1`
 //! It restarts Kafka even when it fails (a drop guard runs `deploy/local/kafka start`).
 
-mod support;
-
 use common::Contact;
 use common::record::now_millis;
 use serde_json::json;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::*;
-
-fn kafka_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/kafka")
-}
-
-fn kafka(cmd: &str) -> bool {
-    Command::new(kafka_script())
-        .arg(cmd)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// Starts Kafka again when dropped, whatever happened.
-struct RestartKafka;
-
-impl Drop for RestartKafka {
-    fn drop(&mut self) {
-        if !kafka("status") {
-            eprintln!("restarting kafka");
-            kafka("start");
-        }
-    }
-}
+use testkit::stack::local;
+use testkit::{http, inproc, kafka};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "stops the shared Kafka broker; run with --ignored --test-threads=1"]
 async fn kafka_down_gives_503_and_recovery_gives_202() {
     let started = Instant::now();
-    assert!(kafka("status"), "kafka must be running before this test");
-    let topic = unique_topic("backpressure");
-    create_topic(&topic, 2).await;
-    let mut cfg = config(&topic);
+    assert!(
+        local::ok("kafka", "status"),
+        "kafka must be running before this test"
+    );
+    let (topic, mut cfg) = inproc::ingest_topic("backpressure", 2).await;
     cfg.ingest.produce_timeout = Duration::from_secs(3);
-    let ingest = Ingest::start(cfg).await;
+    let ingest = inproc::ingest(cfg).await;
     ingest.wait_ready(Duration::from_secs(20)).await;
-    let t = token("person-bp", "dev-bp");
+    let t = testkit::token("person-bp", "dev-bp");
     let body = |ts: i64| json!({"pings":[{"ts": ts, "lat": 10.0, "lon": 20.0}]}).to_string();
 
     let mut acknowledged = Vec::new();
     let ts0 = now_millis() - 10_000;
-    let r = post(&ingest.url, "/v1/pings", Some(&t), body(ts0)).await;
+    let r = http::post(&ingest.url, "/v1/pings", Some(&t), body(ts0)).await;
     assert_eq!(r.status(), 202);
     acknowledged.push(ts0);
 
-    let guard = RestartKafka;
-    assert!(kafka("stop"), "deploy/local/kafka stop failed");
+    let guard = local::RestartOnDrop("kafka");
+    assert!(local::ok("kafka", "stop"), "deploy/local/kafka stop failed");
     let stopped_at = now_millis();
 
     // While Kafka is down: every request is refused with 503 and Retry-After.
     let mut refused = 0;
     for i in 0..5 {
         let t0 = Instant::now();
-        let r = post(&ingest.url, "/v1/pings", Some(&t), body(ts0 + 1 + i)).await;
+        let r = http::post(&ingest.url, "/v1/pings", Some(&t), body(ts0 + 1 + i)).await;
         assert_eq!(r.status(), 503, "request {i} while kafka is down");
         assert!(r.headers().contains_key("retry-after"));
         assert!(
@@ -83,7 +57,10 @@ async fn kafka_down_gives_503_and_recovery_gives_202() {
         .unwrap();
     assert_eq!(r.status(), 503);
 
-    assert!(kafka("start"), "deploy/local/kafka start failed");
+    assert!(
+        local::ok("kafka", "start"),
+        "deploy/local/kafka start failed"
+    );
     let restarted_at = now_millis();
     drop(guard);
 
@@ -91,7 +68,7 @@ async fn kafka_down_gives_503_and_recovery_gives_202() {
     let deadline = Instant::now() + Duration::from_secs(40);
     let ts1 = now_millis() - 5_000;
     loop {
-        let r = post(&ingest.url, "/v1/pings", Some(&t), body(ts1)).await;
+        let r = http::post(&ingest.url, "/v1/pings", Some(&t), body(ts1)).await;
         if r.status() == 202 {
             acknowledged.push(ts1);
             break;
@@ -105,13 +82,8 @@ async fn kafka_down_gives_503_and_recovery_gives_202() {
     }
     ingest.stop().await.expect("clean shutdown");
 
-    let records = tokio::task::spawn_blocking({
-        let topic = topic.clone();
-        move || read_topic(&topic, 2, Duration::from_secs(5), |_| false)
-    })
-    .await
-    .unwrap();
-    let got: Vec<i64> = pings_of(&records)
+    let records = kafka::contacts_until(&topic, Duration::from_secs(5), |_| false).await;
+    let got: Vec<i64> = kafka::pings_of(&records)
         .iter()
         .map(|(_, p)| p.device_ts)
         .collect();
@@ -132,6 +104,6 @@ async fn kafka_down_gives_503_and_recovery_gives_202() {
             );
         }
     }
-    delete_topic(&topic).await;
+    kafka::delete_topics(&[&topic]).await.unwrap();
     eprintln!("backpressure test took {:?}", started.elapsed());
 }

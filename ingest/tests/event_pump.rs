@@ -7,14 +7,12 @@
 //! One test function, so that counting this process's threads is not disturbed by another
 //! test running in parallel.
 
-mod support;
-
 use ingest::auth::Identity;
 use ingest::decode::PingIn;
 use ingest::kafka::{Kafka, Records};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
+use testkit::{inproc, kafka, names};
 
 /// Names of this process's threads.
 fn thread_names() -> Vec<String> {
@@ -61,11 +59,8 @@ async fn burst(kafka: &Kafka, first_person: usize, requests: usize, pings: usize
     }
 }
 
-fn count_in_topic(topic: &str, partitions: i32, want: usize) -> usize {
-    read_topic(topic, partitions, Duration::from_secs(30), |r| {
-        r.len() >= want
-    })
-    .len()
+fn count_in_topic(topic: &str, want: usize) -> usize {
+    kafka::read_contacts(topic, Duration::from_secs(30), |r| r.len() >= want).len()
 }
 
 #[test]
@@ -76,9 +71,9 @@ fn deliveries_are_served_on_the_runtime_or_on_a_thread_outside_one() {
         .enable_all()
         .build()
         .expect("runtime");
-    let topic = unique_topic("event-pump");
-    rt.block_on(create_topic(&topic, PARTITIONS));
-    let config = config(&topic);
+    let topic = names::unique_topic("event-pump");
+    rt.block_on(kafka::create_topic(&topic, PARTITIONS));
+    let config = inproc::ingest_config(&topic);
     let before = librdkafka_threads();
 
     // Inside a runtime: no polling thread, deliveries served by the pump task.
@@ -98,7 +93,7 @@ fn deliveries_are_served_on_the_runtime_or_on_a_thread_outside_one() {
     rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
     rt.block_on(burst(&kafka, 200, 50, 10));
     assert_eq!(
-        count_in_topic(&topic, PARTITIONS, 200 * 50 + 50 * 10),
+        count_in_topic(&topic, 200 * 50 + 50 * 10),
         200 * 50 + 50 * 10
     );
 
@@ -130,8 +125,8 @@ fn deliveries_are_served_on_the_runtime_or_on_a_thread_outside_one() {
     rt.block_on(burst(&kafka, 1000, 20, 5));
     drop(kafka);
     assert_eq!(
-        count_in_topic(&topic, PARTITIONS, 200 * 50 + 50 * 10 + 20 * 5),
+        count_in_topic(&topic, 200 * 50 + 50 * 10 + 20 * 5),
         200 * 50 + 50 * 10 + 20 * 5
     );
-    rt.block_on(delete_topic(&topic));
+    rt.block_on(kafka::delete_topics(&[&topic])).unwrap();
 }

@@ -9,25 +9,21 @@
 //! follows a change of the count; a partition librdkafka does not know falls back to its
 //! partitioner.
 
-mod support;
-
 use ingest::kafka::native::{BatchProducer, NotEnqueued, RecordsOwner};
 use ingest::kafka::partition::{UNASSIGNED, consistent};
 use ingest::kafka::{Kafka, ProduceError, Records, producer_config};
 use rdkafka::ClientContext;
+use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
 };
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
+use testkit::{inproc, kafka, names};
 
 /// Records plus what their delivery reports said.
 struct Owned {
@@ -95,6 +91,22 @@ fn producer(config: &common::Config, extra: &[(&str, &str)]) -> (BatchProducer<C
     )
 }
 
+/// One `reference` record of `key` through the per-record `send` of `p`'s producer: the
+/// partition librdkafka's partitioner picks.
+fn send_one(p: &BatchProducer<Ctx>, topic: &str, key: &[u8]) {
+    let owner = Arc::new(Owned {
+        records: Records::default(),
+    });
+    p.producer()
+        .send(
+            BaseRecord::<[u8], [u8], Arc<Owned>>::with_opaque_to(topic, owner)
+                .key(key)
+                .payload(b"reference".as_slice()),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+}
+
 fn wait_until(within: Duration, f: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -107,39 +119,18 @@ fn wait_until(within: Duration, f: impl Fn() -> bool) -> bool {
 }
 
 /// `(partition, key, payload)` of every record of `topic`, until `n` were read.
-fn read_raw(topic: &str, partitions: i32, n: usize) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", format!("{topic}-raw"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m.expect("consume");
-            out.push((
-                m.partition(),
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
-        }
-    }
-    out
+fn read_raw(topic: &str, n: usize) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
+    kafka::read_until(topic, Duration::from_secs(20), |ms| ms.len() >= n)
+        .into_iter()
+        .map(|m| (m.partition, m.key.unwrap_or_default(), m.payload))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_arrive_byte_for_byte_on_the_partition_a_send_picks() {
-    let topic = unique_topic("batch");
-    create_topic(&topic, 4).await;
-    let config = config(&topic);
+    let topic = names::unique_topic("batch");
+    kafka::create_topic(&topic, 4).await;
+    let config = inproc::ingest_config(&topic);
     let t = topic.clone();
     tokio::task::spawn_blocking(move || {
         let (p, reports) = producer(&config, &[]);
@@ -157,19 +148,7 @@ async fn batches_arrive_byte_for_byte_on_the_partition_a_send_picks() {
         }
         // The reference: one record per person through the per-record `send`.
         for person in persons {
-            p.producer()
-                .send(
-                    BaseRecord::<[u8], [u8], Arc<Owned>>::with_opaque_to(
-                        &t,
-                        Arc::new(Owned {
-                            records: Records::default(),
-                        }),
-                    )
-                    .key(person.as_bytes())
-                    .payload(b"reference".as_slice()),
-                )
-                .map_err(|(e, _)| e)
-                .expect("send");
+            send_one(&p, &t, person.as_bytes());
         }
         p.producer().flush(Duration::from_secs(20)).expect("flush");
         assert_eq!(reports.ok.load(Ordering::SeqCst), 5 * 40 + 5);
@@ -179,7 +158,7 @@ async fn batches_arrive_byte_for_byte_on_the_partition_a_send_picks() {
             assert_eq!(Arc::strong_count(o), 1);
         }
 
-        let read = read_raw(&t, 4, 5 * 40 + 5);
+        let read = read_raw(&t, 5 * 40 + 5);
         assert_eq!(read.len(), 5 * 40 + 5);
         for (o, person) in owners.iter().zip(persons) {
             let reference = read
@@ -201,13 +180,13 @@ async fn batches_arrive_byte_for_byte_on_the_partition_a_send_picks() {
     })
     .await
     .unwrap();
-    delete_topic(&topic).await;
+    kafka::delete_topics(&[&topic]).await.unwrap();
 }
 
 #[test]
 fn a_full_queue_refuses_the_rest_and_every_report_releases_the_bytes() {
     // Nothing listens on port 1: the queue never drains.
-    let mut config = config("test.ingest.unreachable");
+    let mut config = inproc::ingest_config("test.ingest.unreachable");
     config.kafka.brokers = "127.0.0.1:1".into();
     let (p, reports) = producer(
         &config,
@@ -263,7 +242,7 @@ fn a_full_queue_refuses_the_rest_and_every_report_releases_the_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_all_refuses_on_a_full_queue_and_a_dead_broker() {
-    let mut config = config("test.ingest.unreachable");
+    let mut config = inproc::ingest_config("test.ingest.unreachable");
     // A broker that accepts connections and never answers. A refused port would make
     // librdkafka report "all brokers down" at once, which marks the producer unhealthy and
     // turns the timeout below into `Unreachable` whenever that report beats `send_all`.
@@ -340,9 +319,9 @@ async fn an_explicit_partition_is_the_one_librdkafka_picks_for_the_key() {
     const KEYS: usize = 240;
     const PER_KEY: usize = 3;
     for partitions in [1, 2, 3, 4, 6, 7, 12] {
-        let topic = unique_topic("explicit");
-        create_topic(&topic, partitions).await;
-        let config = config(&topic);
+        let topic = names::unique_topic("explicit");
+        kafka::create_topic(&topic, partitions).await;
+        let config = inproc::ingest_config(&topic);
         let t = topic.clone();
         tokio::task::spawn_blocking(move || {
             let (p, reports) = producer(&config, &[]);
@@ -350,19 +329,7 @@ async fn an_explicit_partition_is_the_one_librdkafka_picks_for_the_key() {
             let mut owners = Vec::new();
             for key in &keys {
                 // librdkafka's choice: a per-record send of the key, partitioner and all.
-                p.producer()
-                    .send(
-                        BaseRecord::<[u8], [u8], Arc<Owned>>::with_opaque_to(
-                            &t,
-                            Arc::new(Owned {
-                                records: Records::default(),
-                            }),
-                        )
-                        .key(key.as_slice())
-                        .payload(b"reference".as_slice()),
-                    )
-                    .map_err(|(e, _)| e)
-                    .expect("send");
+                send_one(&p, &t, key);
                 // Ours: the whole batch to the partition we compute.
                 let mut r = Records::default();
                 for i in 0..PER_KEY {
@@ -377,7 +344,7 @@ async fn an_explicit_partition_is_the_one_librdkafka_picks_for_the_key() {
             assert_eq!(reports.ok.load(Ordering::SeqCst), KEYS * (1 + PER_KEY));
             assert!(reports.errors.lock().unwrap().is_empty());
 
-            let read = read_raw(&t, partitions, KEYS * (1 + PER_KEY));
+            let read = read_raw(&t, KEYS * (1 + PER_KEY));
             assert_eq!(read.len(), KEYS * (1 + PER_KEY));
             let m = by_key(&read);
             let mut used = std::collections::BTreeSet::new();
@@ -400,15 +367,15 @@ async fn an_explicit_partition_is_the_one_librdkafka_picks_for_the_key() {
         })
         .await
         .unwrap();
-        delete_topic(&topic).await;
+        kafka::delete_topics(&[&topic]).await.unwrap();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_partition_is_refused_whole_and_gives_every_record_back() {
-    let topic = unique_topic("unknown-partition");
-    create_topic(&topic, 2).await;
-    let config = config(&topic);
+    let topic = names::unique_topic("unknown-partition");
+    kafka::create_topic(&topic, 2).await;
+    let config = inproc::ingest_config(&topic);
     tokio::task::spawn_blocking(move || {
         let (p, reports) = producer(&config, &[]);
         // librdkafka knows the topic's metadata first.
@@ -435,15 +402,13 @@ async fn an_unknown_partition_is_refused_whole_and_gives_every_record_back() {
     })
     .await
     .unwrap();
-    delete_topic(&topic).await;
+    kafka::delete_topics(&[&topic]).await.unwrap();
 }
 
 /// A record of `key` through a fresh per-record producer: the partition librdkafka picks now.
 fn send_reference(topic: &str, keys: &[Vec<u8>]) {
-    let p: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("producer");
+    let p: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        kafka::client_config().create().expect("producer");
     for key in keys {
         p.send(
             BaseRecord::to(topic)
@@ -488,9 +453,9 @@ fn check_tagged(m: &ByKey, keys: &[Vec<u8>], tag: &str, want: impl Fn(&[u8]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_all_uses_the_probed_count_and_follows_its_change() {
     const KEYS: usize = 60;
-    let topic = unique_topic("send-all-partition");
-    create_topic(&topic, 3).await;
-    let config = config(&topic);
+    let topic = names::unique_topic("send-all-partition");
+    kafka::create_topic(&topic, 3).await;
+    let config = inproc::ingest_config(&topic);
     let kafka = Arc::new(Kafka::new(&config).expect("producer"));
     let keys = many_keys(KEYS);
     kafka.health().set(true);
@@ -510,10 +475,7 @@ async fn send_all_uses_the_probed_count_and_follows_its_change() {
 
     // Partitions added: until the next probe requests keep the count they know (a valid
     // partition), then follow the new count like librdkafka's partitioner.
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin");
+    let admin: AdminClient<DefaultClientContext> = kafka::client_config().create().expect("admin");
     for r in admin
         .create_partitions(
             &[NewPartitions::new(&topic, 6)],
@@ -547,7 +509,7 @@ async fn send_all_uses_the_probed_count_and_follows_its_change() {
         .await
         .unwrap();
     let t = topic.clone();
-    let read = tokio::task::spawn_blocking(move || read_raw(&t, 6, KEYS * (6 * 5 + 1)))
+    let read = tokio::task::spawn_blocking(move || read_raw(&t, KEYS * (6 * 5 + 1)))
         .await
         .unwrap();
     assert_eq!(read.len(), KEYS * (6 * 5 + 1));
@@ -570,5 +532,5 @@ async fn send_all_uses_the_probed_count_and_follows_its_change() {
         keys.iter().any(|k| consistent(k, 3) != consistent(k, 6)),
         "the count change moved some keys"
     );
-    delete_topic(&topic).await;
+    kafka::delete_topics(&[&topic]).await.unwrap();
 }

@@ -16,12 +16,11 @@ use common::config::Config;
 use common::record::{Contact, Ping, Registration, Tick};
 use processor::detector::Detector;
 use processor::service::{self, CLOCK_KEY, metrics::Metrics};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
+use testkit::kafka::{Admin, TopicSpec};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -59,28 +58,16 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn create_topic(brokers: &str, name: &str, partitions: i32, compact: bool) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin");
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    if compact {
-        t = t.set("cleanup.policy", "compact");
-    }
-    let r = admin
-        .create_topics(&[t], &AdminOptions::new())
+    let t = TopicSpec::new(name, partitions);
+    Admin::at(brokers)
+        .create_topics(&[if compact { t.compacted() } else { t }])
         .await
         .expect("create topic");
-    r[0].as_ref().expect("topic created");
 }
 
 /// Deletes the bench's topics: left behind, every partition slows each later broker start.
 async fn delete_topics(brokers: &str, names: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin");
-    if let Err(e) = admin.delete_topics(names, &AdminOptions::new()).await {
+    if let Err(e) = Admin::at(brokers).delete_topics(names).await {
         eprintln!("could not delete the bench topics {names:?}: {e}");
     }
 }

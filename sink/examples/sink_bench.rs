@@ -16,12 +16,11 @@
 use common::config::Config;
 use common::record::{Contact, Ping, now_millis};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::{Db, Namespace, procstat};
 
 /// The value after `name` on the command line.
 fn arg_str(name: &str) -> Option<String> {
@@ -62,14 +61,11 @@ async fn main() {
     let rows = arg("--rows", 2_000_000) as usize;
     let partitions = arg("--partitions", 6) as i32;
     let kafka_engine_timeout = Duration::from_secs(arg("--kafka-engine-timeout", 240));
-    let id = format!("bench_{}_{}", std::process::id(), now_millis() % 1_000_000);
+    // A test namespace (its topics are pruned like any test's if the run dies).
+    let ns = Namespace::new("sink_bench", partitions);
+    let id = ns.database.clone();
     let mut config = Config::defaults();
-    config.kafka.contacts_topic = format!("{id}.contacts");
-    config.kafka.events_topic = format!("{id}.events");
-    config.kafka.dead_letter_topic = format!("{id}.dlq");
-    config.clickhouse.database = id.clone();
-    config.sink.group_id = id.clone();
-    config.sink.listen = ([127, 0, 0, 1], 0).into();
+    ns.apply(&mut config);
     // `RUST_LOG=sink=debug` shows the sink's start-up and every batch, with timestamps.
     config.log.level = "warn".into();
     // Sink and ClickHouse share this host, as in the local deploy (`deploy/local/demo`), so the
@@ -85,23 +81,7 @@ async fn main() {
         arg("--catch-up-factor", config.sink.catch_up_factor as u64) as usize;
     common::telemetry::init_logging(&config.log);
 
-    // Topics.
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .create()
-        .unwrap();
-    let k = &config.kafka;
-    let topics: Vec<NewTopic> = [&k.contacts_topic, &k.events_topic, &k.dead_letter_topic]
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    ns.create_topics().await.unwrap();
 
     // Pre-fill Kafka and write the TSV floor file.
     let tsv_path = std::env::temp_dir().join(format!("{id}.tsv"));
@@ -248,22 +228,9 @@ async fn main() {
 
     // Clean up.
     for db in [&id, &bulk_db, &keng_db] {
-        let _ = Command::new("clickhouse-client")
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--query",
-                &format!("DROP DATABASE IF EXISTS `{db}`"),
-            ])
-            .stderr(Stdio::null())
-            .status();
+        Db::new(db).drop_database().await;
     }
-    let names = [
-        k.contacts_topic.as_str(),
-        k.events_topic.as_str(),
-        k.dead_letter_topic.as_str(),
-    ];
-    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+    let _ = ns.cleanup().await;
     let _ = std::fs::remove_file(&tsv_path);
 
     let rps = rows as f64 / sink_secs;
@@ -448,16 +415,11 @@ struct Cpu {
 
 impl Cpu {
     fn now() -> Cpu {
-        let run = concat!(env!("CARGO_MANIFEST_DIR"), "/../.local/run");
-        let pid = |name: &str| {
-            std::fs::read_to_string(format!("{run}/{name}.pid"))
-                .ok()
-                .map(|p| p.trim().to_string())
-        };
+        let shared = |name| procstat::shared_pid(name).and_then(procstat::cpu_secs);
         Cpu {
-            sink: proc_cpu_secs("self"),
-            clickhouse: pid("clickhouse").and_then(|p| proc_cpu_secs(&p)),
-            kafka: pid("kafka").and_then(|p| proc_cpu_secs(&p)),
+            sink: procstat::cpu_secs(std::process::id()),
+            clickhouse: shared("clickhouse"),
+            kafka: shared("kafka"),
         }
     }
 
@@ -471,30 +433,6 @@ impl Cpu {
             kafka: d(self.kafka, before.kafka),
         }
     }
-}
-
-/// utime + stime of `/proc/<pid>/stat`, in seconds.
-fn proc_cpu_secs(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name, which may itself contain spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / clock_ticks())
-}
-
-/// `getconf CLK_TCK` (100 on Linux), once.
-fn clock_ticks() -> f64 {
-    static T: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *T.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
 }
 
 fn tail_server_errors() -> String {

@@ -1,14 +1,10 @@
 //! End to end on the real local Kafka and ClickHouse: exact counts, aborted transactions,
 //! metrics and readiness, poison records, migrations twice.
 
-mod support;
-
 use common::record::{Contact, DeadLetter};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use std::time::Duration;
-use support::*;
+use testkit::fixtures::*;
+use testkit::{http, inproc, kafka};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -33,7 +29,7 @@ async fn exact_counts_end_to_end() {
     // A replayed event (same event_id) in a later transaction collapses.
     env.produce_events_tx(&txp, &committed[..10], true).await;
 
-    let (stop, handle) = spawn_sink(env.config.clone());
+    let sink = inproc::sink(env.config.clone()).await;
     env.wait_for("SELECT count() FROM pings FINAL", 3000, T)
         .await;
     env.wait_for("SELECT count() FROM registrations FINAL", 40, T)
@@ -75,10 +71,10 @@ async fn exact_counts_end_to_end() {
     );
 
     // Metrics and readiness.
-    let addr = env.config.sink.listen.to_string();
-    let (status, _) = http_get(&addr, "/readyz").await.unwrap();
+    let addr = sink.url.clone();
+    let (status, _) = http::get(&format!("{addr}/readyz")).await.unwrap();
     assert_eq!(status, 200);
-    let (_, metrics) = http_get(&addr, "/metrics").await.unwrap();
+    let (_, metrics) = http::get(&format!("{addr}/metrics")).await.unwrap();
     for needle in [
         "lastseen_sink_rows_written_total{table=\"pings\"}",
         "lastseen_sink_batches_total{result=\"ok\",table=\"person_events\"}",
@@ -89,26 +85,23 @@ async fn exact_counts_end_to_end() {
     }
     assert!(!metrics.contains(&tag), "ids must not appear in metrics");
 
-    stop.trigger();
-    handle.await.unwrap().unwrap();
+    sink.stop().await.unwrap();
     // Offsets were committed: a second run reads nothing new and adds no rows.
     let before = env.scalar("SELECT count() FROM pings").await;
-    let (stop, handle) = spawn_sink(env.config.clone());
+    let sink = inproc::sink(env.config.clone()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(env.scalar("SELECT count() FROM pings").await, before);
-    stop.trigger();
-    handle.await.unwrap().unwrap();
+    sink.stop().await.unwrap();
     env.cleanup().await;
 }
 
 /// The `ok` pings batches in the sink's metrics.
-async fn pings_batches(addr: &str) -> u64 {
-    let (_, metrics) = http_get(addr, "/metrics").await.unwrap();
-    metrics
-        .lines()
-        .find(|l| l.starts_with("lastseen_sink_batches_total{result=\"ok\",table=\"pings\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+async fn pings_batches(base: &str) -> u64 {
+    http::metric(
+        base,
+        "lastseen_sink_batches_total{result=\"ok\",table=\"pings\"}",
+    )
+    .await as u64
 }
 
 /// A backlog found at start (a restart, an outage) lands in fewer, larger inserts with
@@ -126,7 +119,7 @@ async fn a_backlog_lands_in_fewer_larger_batches() {
         let tag = env.name.clone();
         env.produce_contacts(&env.producer(), &pings(&tag, ROWS, 300))
             .await;
-        let (stop, handle) = spawn_sink(env.config.clone());
+        let sink = inproc::sink(env.config.clone()).await;
         env.wait_for("SELECT count() FROM pings FINAL", ROWS as i64, T)
             .await;
         assert_eq!(
@@ -134,9 +127,8 @@ async fn a_backlog_lands_in_fewer_larger_batches() {
             Some(ROWS as i64),
             "every row once"
         );
-        per_factor.push(pings_batches(&env.config.sink.listen.to_string()).await);
-        stop.trigger();
-        handle.await.unwrap().unwrap();
+        per_factor.push(pings_batches(&sink.url).await);
+        sink.stop().await.unwrap();
         env.cleanup().await;
     }
     // Fixed limits: 60,000 / 5,000 (more if a batch was cut early by max_delay).
@@ -178,26 +170,16 @@ async fn poison_record_goes_to_dead_letter_and_partition_moves_on() {
     .await;
     env.produce(&prod, &topic, &good(100..200)).await;
 
-    let (stop, handle) = spawn_sink(env.config.clone());
+    let sink = inproc::sink(env.config.clone()).await;
     env.wait_for("SELECT count() FROM pings FINAL", 200, T)
         .await;
 
-    let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.config.kafka.brokers)
-        .set("group.id", format!("{}-dlq-reader", env.name))
-        .set("auto.offset.reset", "earliest")
-        .create()
+    let dlq = env.config.kafka.dead_letter_topic.clone();
+    let read = tokio::task::spawn_blocking(move || kafka::read_until(&dlq, T, |m| m.len() >= 2))
+        .await
         .unwrap();
-    c.subscribe(&[env.config.kafka.dead_letter_topic.as_str()])
-        .unwrap();
-    let mut letters = Vec::new();
-    while letters.len() < 2 {
-        let m = tokio::time::timeout(T, c.recv())
-            .await
-            .expect("dead letters")
-            .unwrap();
-        letters.push(serde_json::from_slice::<DeadLetter>(m.payload().unwrap()).unwrap());
-    }
+    assert!(read.len() >= 2, "dead letters");
+    let mut letters: Vec<DeadLetter> = read.iter().map(|m| m.json()).collect();
     letters.sort_by_key(|l| l.offset);
     assert_eq!(letters[0].stage, "sink");
     assert_eq!(letters[0].topic, topic);
@@ -213,14 +195,12 @@ async fn poison_record_goes_to_dead_letter_and_partition_moves_on() {
         letters[1].reason
     );
     assert!(letters[1].payload.contains("extra"));
-    let addr = env.config.sink.listen.to_string();
-    let (_, metrics) = http_get(&addr, "/metrics").await.unwrap();
+    let metrics = http::metrics(&sink.url).await;
     assert!(
         metrics.contains("lastseen_sink_dead_letters_total{reason=\"truncated_json\"} 1"),
         "{metrics}"
     );
-    stop.trigger();
-    handle.await.unwrap().unwrap();
+    sink.stop().await.unwrap();
     env.cleanup().await;
 }
 
@@ -233,7 +213,7 @@ async fn migrations_twice_and_concurrently_give_the_same_schema() {
         let tables = ch
             .fetch(&format!(
                 "SELECT name FROM system.tables WHERE database = '{}' ORDER BY name",
-                env.name
+                env.config.clickhouse.database
             ))
             .await
             .unwrap();
@@ -329,9 +309,9 @@ async fn encoded_ping_block_lands_the_same_rows_as_the_crate_encoding() {
     // Byte for byte what the server itself writes as Native for these rows.
     let url = format!(
         "{}/?database={}&query=SELECT%20*%20FROM%20pings_crate%20ORDER%20BY%20kafka_offset%20DESC%20FORMAT%20Native",
-        env.config.clickhouse.url, env.name
+        env.config.clickhouse.url, env.config.clickhouse.database
     );
-    let server_native = reqwest_free_get(&url);
+    let server_native = http::get_bytes(&url).await;
     assert_eq!(server_native, whole[0].to_vec());
     let dump = |t: &str| {
         let ch = ch.clone();
@@ -349,17 +329,3 @@ async fn encoded_ping_block_lands_the_same_rows_as_the_crate_encoding() {
 }
 
 const CHUNK_ANY: usize = 1 << 20;
-
-/// A plain HTTP GET with curl (the tests have no HTTP client crate of their own).
-fn reqwest_free_get(url: &str) -> Vec<u8> {
-    let out = std::process::Command::new("curl")
-        .args(["-sSf", url])
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}

@@ -8,30 +8,15 @@
 
 use e2e::fleet::model::Policy;
 use e2e::fleet::{sim, verify};
-use e2e::{Service, Stack, TEST_SECRET};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use testkit::stack::{local, policy_env};
+use testkit::{SECRET, Service, Stack};
 
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Kill(Service),
     RestartKafka,
     RestartClickHouse,
-}
-
-fn local(script: &str, arg: &str) -> anyhow::Result<()> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/local")
-        .join(script);
-    let out = std::process::Command::new(&path).arg(arg).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{} {arg}: {}\n{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 /// Restarts every service that is not answering /healthz (one that exited by itself while a
@@ -68,20 +53,10 @@ async fn chaos_loses_nothing_duplicates_nothing() -> anyhow::Result<()> {
         outage_after_ms: 2000,
         tick_ms: 250,
     };
-    let mut stack = Stack::new(
-        "chaos",
-        4,
-        &[
-            ("LASTSEEN_POLICY__NOTICE_AFTER", "8s"),
-            ("LASTSEEN_POLICY__DEREGISTER_AFTER", "16s"),
-            ("LASTSEEN_CLOCK__OUTAGE_AFTER", "2s"),
-            ("LASTSEEN_CLOCK__TICK_INTERVAL", "250ms"),
-        ],
-    )
-    .await?;
+    let mut stack = Stack::new("chaos", 4, &policy_env("8s", "16s", "2s", "250ms")).await?;
     stack.start_all().await?;
 
-    let mut cfg = sim::SimConfig::new(&stack.ingest_url, TEST_SECRET, policy);
+    let mut cfg = sim::SimConfig::new(&stack.ingest_url, SECRET, policy);
     cfg.persons = 300;
     cfg.duration = Duration::from_secs(210);
     cfg.drain = Duration::from_secs(90);
@@ -125,9 +100,11 @@ async fn chaos_loses_nothing_duplicates_nothing() -> anyhow::Result<()> {
                 // Sink readiness needs ClickHouse; ingest's needs Kafka: both are up here.
                 stack.wait_ready(&url, Duration::from_secs(90)).await?;
             }
-            RestartKafka => tokio::task::spawn_blocking(|| local("kafka", "restart")).await??,
+            RestartKafka => {
+                tokio::task::spawn_blocking(|| local::ctl("kafka", "restart")).await??
+            }
             RestartClickHouse => {
-                tokio::task::spawn_blocking(|| local("clickhouse", "restart")).await??
+                tokio::task::spawn_blocking(|| local::ctl("clickhouse", "restart")).await??
             }
         }
         eprintln!(

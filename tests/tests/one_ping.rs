@@ -2,12 +2,11 @@
 //! the real sink into the real ClickHouse. Nothing mocked.
 
 use common::PersonEvent;
-use e2e::{Stack, unique};
 use futures::StreamExt;
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::time::Duration;
+use testkit::{Stack, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_and_ping_come_out_the_other_side() -> anyhow::Result<()> {
@@ -37,8 +36,7 @@ async fn registration_and_ping_come_out_the_other_side() -> anyhow::Result<()> {
     assert_eq!(r.json::<serde_json::Value>().await?["accepted"], 1);
 
     // The `registered` event on the events topic, as a read_committed consumer sees it.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", e2e::kafka_brokers())
+    let consumer: StreamConsumer = testkit::kafka::client_config()
         .set("group.id", unique("e2e-reader"))
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
@@ -72,7 +70,7 @@ async fn registration_and_ping_come_out_the_other_side() -> anyhow::Result<()> {
     assert_eq!(pings, 1, "pings rows");
     let row = ch
         .query(&format!(
-            "SELECT device_id, round(lat, 2), round(lon, 2) FROM pings FINAL WHERE person_id = '{person}' FORMAT TSV"
+            "SELECT device_id, round(lat, 2), round(lon, 2) FROM pings FINAL WHERE person_id = '{person}'"
         ))
         .await?;
     assert_eq!(row.trim(), "device-1\t55.75\t37.61");

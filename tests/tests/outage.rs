@@ -5,10 +5,11 @@
 //! deregistered all the same (so the test can fail), with the outage excluded from its silence.
 
 use common::record::now_millis;
-use e2e::{Service, Stack, unique};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+use testkit::stack::policy_env;
+use testkit::{Service, Stack, unique};
 
 const PINGERS: usize = 12;
 const OUTAGE: Duration = Duration::from_secs(12);
@@ -19,17 +20,7 @@ async fn post(http: &reqwest::Client, url: &str, token: &str, body: serde_json::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_outage_longer_than_deregistration_deregisters_no_one() -> anyhow::Result<()> {
-    let mut stack = Stack::new(
-        "outage",
-        2,
-        &[
-            ("LASTSEEN_POLICY__NOTICE_AFTER", "4s"),
-            ("LASTSEEN_POLICY__DEREGISTER_AFTER", "8s"),
-            ("LASTSEEN_CLOCK__OUTAGE_AFTER", "2s"),
-            ("LASTSEEN_CLOCK__TICK_INTERVAL", "250ms"),
-        ],
-    )
-    .await?;
+    let mut stack = Stack::new("outage", 2, &policy_env("4s", "8s", "2s", "250ms")).await?;
     stack.start_all().await?;
     let prefix = unique("op");
     let http = reqwest::Client::builder()
@@ -134,7 +125,7 @@ async fn ingest_outage_longer_than_deregistration_deregisters_no_one() -> anyhow
     let registered = ch.count(&q("registered", &pingers)).await?;
     let all = ch
         .query(&format!(
-            "SELECT kind, count() FROM person_events FINAL WHERE person_id LIKE '{pingers}' GROUP BY kind ORDER BY kind FORMAT TSV"
+            "SELECT kind, count() FROM person_events FINAL WHERE person_id LIKE '{pingers}' GROUP BY kind ORDER BY kind"
         ))
         .await?;
     stop.store(true, Relaxed);

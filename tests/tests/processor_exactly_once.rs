@@ -7,12 +7,13 @@
 
 use common::config::{ClockConfig, Config, PolicyConfig};
 use common::record::{Contact, PersonEvent, Ping, Registration, Tick};
-use e2e::{Service, Stack};
 use processor::detector::Detector;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use testkit::kafka;
+use testkit::{Service, Stack};
 
 const PARTITIONS: i32 = 4;
 
@@ -155,10 +156,10 @@ fn multiset(items: impl Iterator<Item = String>) -> BTreeMap<String, usize> {
 }
 
 async fn committed_events(stack: &Stack) -> anyhow::Result<BTreeMap<String, usize>> {
-    let raw = e2e::read_all_committed(&stack.events_topic).await?;
+    let raw = kafka::read_committed(&stack.events_topic).await?;
     // Re-serialise through the type so field order cannot differ.
-    Ok(multiset(raw.iter().map(|b| {
-        let e: PersonEvent = serde_json::from_slice(b).expect("events decode");
+    Ok(multiset(raw.iter().map(|m| {
+        let e: PersonEvent = m.json();
         serde_json::to_string(&e).unwrap()
     })))
 }
@@ -170,7 +171,7 @@ async fn caught_up_and_equal(
     want: &BTreeMap<String, usize>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    e2e::wait_group_caught_up(
+    kafka::wait_group_caught_up(
         &format!("{}-processor", stack.name),
         &stack.contacts_topic,
         timeout,
@@ -221,7 +222,7 @@ async fn kill_dash_nine_twenty_times_loses_and_duplicates_nothing() -> anyhow::R
     stack.wait_ready(&url, Duration::from_secs(60)).await?;
     let mut kills = 0;
     for chunk in &chunks {
-        e2e::produce_all(&stack.contacts_topic, chunk).await?;
+        kafka::produce_all(&stack.contacts_topic, chunk).await?;
         if kills < 24 {
             // Let it work a random while (often mid-transaction), then kill -9 and restart.
             tokio::time::sleep(Duration::from_millis(rng.random_range(50..1500))).await;
@@ -245,7 +246,7 @@ async fn scaling_out_and_in_mid_stream_keeps_events_exact() -> anyhow::Result<()
     stack.start_instance(Service::Processor, 0)?;
     let n = chunks.len();
     for (i, chunk) in chunks.iter().enumerate() {
-        e2e::produce_all(&stack.contacts_topic, chunk).await?;
+        kafka::produce_all(&stack.contacts_topic, chunk).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         if i == n / 4 {
             stack.start_instance(Service::Processor, 1)?;
@@ -275,13 +276,13 @@ async fn sigterm_commits_the_open_transaction_and_exits() -> anyhow::Result<()> 
     let url = stack.processor_url.clone();
     stack.wait_ready(&url, Duration::from_secs(60)).await?;
     for chunk in &chunks {
-        e2e::produce_all(&stack.contacts_topic, chunk).await?;
+        kafka::produce_all(&stack.contacts_topic, chunk).await?;
     }
     // Give it time to consume; what it processed must be committed on SIGTERM.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stack.terminate(Service::Processor, 0, Duration::from_secs(30))?;
     // Not restarted: everything must already be committed by the graceful shutdown.
-    e2e::wait_group_caught_up(
+    kafka::wait_group_caught_up(
         &format!("{}-processor", stack.name),
         &stack.contacts_topic,
         Duration::from_secs(5),

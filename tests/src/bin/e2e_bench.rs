@@ -21,12 +21,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use common::config::parse_duration;
 use common::record::now_millis;
-use e2e::fleet::procstat;
-use e2e::{Service, Stack};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+use testkit::procstat;
+use testkit::{Service, Stack};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Parser)]
@@ -78,7 +78,10 @@ fn pct(v: &mut [i64], p: f64) -> i64 {
 }
 
 async fn bench(a: Args) -> Result<()> {
-    eprintln!("e2e_bench: binaries from {}", e2e::bin_dir().display());
+    eprintln!(
+        "e2e_bench: binaries from {}",
+        testkit::stack::bin_dir().display()
+    );
     let notice = format!("{}ms", a.notice.as_millis());
     let dereg = format!("{}ms", a.notice.as_millis() * 2);
     let mut stack = Stack::new(
@@ -98,19 +101,9 @@ async fn bench(a: Args) -> Result<()> {
         .iter()
         .map(|s| (*s, pid(s)))
         .collect();
-    let local = std::env::var("LASTSEEN_LOCAL_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local"));
-    let shared_pid = |name: &str| -> Option<u32> {
-        std::fs::read_to_string(local.join(format!("run/{name}.pid")))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
     let shared: Vec<(&str, Option<u32>)> = vec![
-        ("kafka", shared_pid("kafka")),
-        ("clickhouse", shared_pid("clickhouse")),
+        ("kafka", procstat::shared_pid("kafka")),
+        ("clickhouse", procstat::shared_pid("clickhouse")),
     ];
     let cpu_before: Vec<f64> = pids
         .iter()
@@ -118,10 +111,9 @@ async fn bench(a: Args) -> Result<()> {
         .map(|(_, p)| p.and_then(procstat::usage).map(|u| u.cpu_s).unwrap_or(0.0))
         .collect();
 
-    let secret = e2e::TEST_SECRET;
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..a.persons)
-            .map(|i| e2e::token(secret, &format!("bp-{i}"), "phone"))
+            .map(|i| testkit::token(&format!("bp-{i}"), "phone"))
             .collect(),
     );
     let http = reqwest::Client::builder()
@@ -180,7 +172,7 @@ async fn bench(a: Args) -> Result<()> {
     // Markers: request → row visible.
     let visible: Arc<Mutex<Vec<i64>>> = Arc::default();
     let mut markers = Vec::new();
-    let marker_token = e2e::token(secret, "bench-marker", "phone");
+    let marker_token = testkit::token("bench-marker", "phone");
     let mut n = 0u64;
     // Probes: deadline → event visible.
     let events: Arc<Mutex<Vec<i64>>> = Arc::default();
@@ -224,7 +216,7 @@ async fn bench(a: Args) -> Result<()> {
                 events.clone(),
             );
             let id = format!("bench-probe-{n}");
-            let token = e2e::token(secret, &id, "phone");
+            let token = testkit::token(&id, "phone");
             let wait = a.notice + Duration::from_secs(90);
             probes.push(tokio::spawn(async move {
                 let r = http
@@ -237,7 +229,7 @@ async fn bench(a: Args) -> Result<()> {
                     return;
                 }
                 let q = format!(
-                    "SELECT at_ms FROM person_events WHERE person_id = '{id}' AND kind = 'silence_notice' LIMIT 1 FORMAT TSV"
+                    "SELECT at_ms FROM person_events WHERE person_id = '{id}' AND kind = 'silence_notice' LIMIT 1"
                 );
                 let t = Instant::now();
                 while t.elapsed() < wait {

@@ -96,7 +96,7 @@ async fn main() -> Result<()> {
             }
             println!(
                 "{}",
-                e2e::token(&config.auth.hs256_secret, &person, &device)
+                testkit::token_with(&config.auth.hs256_secret, &person, &device)
             );
         }
         Cmd::CreateTopics => create_topics(&config).await?,
@@ -179,29 +179,18 @@ fn is_loopback(url: &str) -> bool {
 }
 
 async fn create_topics(config: &common::Config) -> Result<()> {
-    use rdkafka::ClientConfig;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
+    use testkit::kafka::{Admin, TopicSpec};
     let k = &config.kafka;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &k.brokers)
-        .create()?;
-    let rf = || TopicReplication::Fixed(k.replication_factor);
-    let topics = [
-        NewTopic::new(&k.contacts_topic, k.partitions, rf()),
-        NewTopic::new(&k.events_topic, k.partitions, rf()),
-        NewTopic::new(&k.changelog_topic, k.partitions, rf()).set("cleanup.policy", "compact"),
-        NewTopic::new(&k.dead_letter_topic, 1, rf()),
-    ];
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for r in admin.create_topics(&topics, &opts).await? {
-        match r {
-            Ok(t) => eprintln!("fleet: created topic {t}"),
-            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                eprintln!("fleet: topic {t} exists")
-            }
-            Err((t, e)) => bail!("creating topic {t}: {e}"),
-        }
-    }
+    let spec =
+        |name: &str, partitions| TopicSpec::new(name, partitions).replication(k.replication_factor);
+    Admin::at(&k.brokers)
+        .create_topics(&[
+            spec(&k.contacts_topic, k.partitions),
+            spec(&k.events_topic, k.partitions),
+            spec(&k.changelog_topic, k.partitions).compacted(),
+            spec(&k.dead_letter_topic, 1),
+        ])
+        .await?;
+    eprintln!("fleet: topics ready");
     Ok(())
 }

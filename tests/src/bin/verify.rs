@@ -48,10 +48,10 @@ async fn main() -> Result<()> {
     let a = Args::parse();
     let config = common::Config::load(a.config.as_deref()).context("configuration")?;
     let truth = Truth::read(&a.truth).with_context(|| format!("reading {}", a.truth.display()))?;
-    let ch = e2e::ClickHouse {
-        url: a.clickhouse.unwrap_or(config.clickhouse.url),
-        database: a.database.unwrap_or(config.clickhouse.database),
-    };
+    let mut cfg = config.clickhouse;
+    cfg.url = a.clickhouse.unwrap_or(cfg.url);
+    cfg.database = a.database.unwrap_or(cfg.database);
+    let ch = testkit::Db::with_config(&cfg);
     let opts = verify::Options {
         lag_ms: a.lag.as_millis() as i64,
         wait: a.wait,

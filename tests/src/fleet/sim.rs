@@ -385,7 +385,7 @@ impl Person {
             0 => sh
                 .http
                 .post(&url)
-                .bearer_auth(crate::token(
+                .bearer_auth(testkit::token_with(
                     "not-the-secret",
                     &format!("ghost-{}", self.id),
                     "ghost",
@@ -622,7 +622,7 @@ pub async fn run(cfg: SimConfig) -> Result<Truth> {
         let id = format!("{}-{i}", cfg.id_prefix);
         let device = format!("{id}-phone");
         let p = Person {
-            token: crate::token(&cfg.secret, &id, &device),
+            token: testkit::token_with(&cfg.secret, &id, &device),
             sh: sh.clone(),
             rng: StdRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64)),
             id,

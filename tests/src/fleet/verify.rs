@@ -11,11 +11,11 @@
 
 use super::model::Horizon;
 use super::truth::Truth;
-use crate::ClickHouse;
 use anyhow::{Context, Result};
 use common::record::{EventKind, Millis, now_millis};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+use testkit::Db as ClickHouse;
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -108,12 +108,7 @@ fn parse_kind(s: &str) -> Option<EventKind> {
 type PingKey = (String, String, Millis);
 
 async fn tsv(ch: &ClickHouse, sql: &str) -> Result<Vec<Vec<String>>> {
-    let body = ch.query(&format!("{sql} FORMAT TabSeparated")).await?;
-    Ok(body
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect())
+    ch.rows(sql).await
 }
 
 /// One comparison at the current moment.

@@ -1,4 +1,5 @@
-//! CPU time and peak memory of child processes, from `/proc`.
+//! CPU time and peak memory of processes (the services of a [`crate::Stack`], this process,
+//! the shared Kafka and ClickHouse), from `/proc`.
 
 /// A process's CPU seconds (user + system) and peak RSS in KiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -29,14 +30,36 @@ pub fn usage(pid: u32) -> Option<Usage> {
     })
 }
 
+/// `getconf CLK_TCK` (100 on Linux), once.
 fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
+    static T: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU seconds of `pid` so far (see [`usage`]).
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    usage(pid).map(|u| u.cpu_s)
+}
+
+/// The pid `deploy/local` recorded for the shared server `name` (`kafka`, `clickhouse`), from
+/// `$LASTSEEN_LOCAL_DIR/run/<name>.pid` (default `.local` at the workspace root).
+pub fn shared_pid(name: &str) -> Option<u32> {
+    let local = std::env::var("LASTSEEN_LOCAL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local"));
+    std::fs::read_to_string(local.join(format!("run/{name}.pid")))
+        .ok()?
+        .trim()
+        .parse()
         .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Children of this process whose command name is `comm` (the service binaries of a `Stack`).
