@@ -5,19 +5,19 @@
 //! gives: per person the same events in the same order, each undecodable record
 //! dead-lettered once at its own offset, and the committed offsets at the end of the topic.
 //!
-//! Topics are named like the e2e harness's (`e2e.<name>_<pid>_<nanos>.<kind>`), so
-//! `prune_topics` removes them if a failed run leaves them behind.
+//! Its topics are a test kit [`Namespace`], so `prune_topics` removes them if a failed run
+//! leaves them behind.
 
 use common::config::Config;
 use common::record::{Contact, DeadLetter, PersonEvent, Ping, Registration, Tick};
 use processor::detector::Detector;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use testkit::kafka::read_committed;
+use testkit::{Namespace, brokers};
 
 const PARTITIONS: i32 = 2;
 const PERSONS: usize = 40;
@@ -25,10 +25,6 @@ const RECORDS: usize = 4000;
 
 /// Each person's events, in order.
 type ByPerson = BTreeMap<String, Vec<PersonEvent>>;
-
-fn brokers() -> String {
-    std::env::var("LASTSEEN_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
 
 /// The contacts, in production order: `(partition, payload)`. Every 97th record (and the
 /// first and last of partition 0) does not decode, in one of several ways.
@@ -106,15 +102,9 @@ fn stream() -> Vec<(i32, Vec<u8>)> {
     out
 }
 
-fn config(name: &str) -> Config {
+fn config(ns: &Namespace) -> Config {
     let mut c = Config::defaults();
-    c.kafka.brokers = brokers();
-    c.kafka.contacts_topic = format!("{name}.contacts");
-    c.kafka.events_topic = format!("{name}.events");
-    c.kafka.changelog_topic = format!("{name}.state");
-    c.kafka.dead_letter_topic = format!("{name}.dead-letter");
-    c.processor.group_id = format!("{name}-processor");
-    c.processor.transactional_id_prefix = format!("{name}-txn");
+    ns.apply(&mut c);
     c.processor.instance_id = "p0".into();
     c.policy.notice_after = Duration::from_secs(20);
     c.policy.deregister_after = Duration::from_secs(40);
@@ -149,90 +139,11 @@ fn reference(cfg: &Config, records: &[(i32, Vec<u8>)]) -> (ByPerson, Vec<(i32, i
     (events, dead)
 }
 
-async fn create_topics(cfg: &Config) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin");
-    let k = &cfg.kafka;
-    let topics = [
-        NewTopic::new(&k.contacts_topic, PARTITIONS, TopicReplication::Fixed(1)),
-        NewTopic::new(&k.events_topic, PARTITIONS, TopicReplication::Fixed(1)),
-        NewTopic::new(&k.changelog_topic, PARTITIONS, TopicReplication::Fixed(1))
-            .set("cleanup.policy", "compact"),
-        NewTopic::new(&k.dead_letter_topic, 1, TopicReplication::Fixed(1)),
-    ];
-    for r in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .expect("create topics")
-    {
-        r.expect("topic created");
-    }
-}
-
-async fn delete_topics(cfg: &Config) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin");
-    let k = &cfg.kafka;
-    let names = [
-        k.contacts_topic.as_str(),
-        &k.events_topic,
-        &k.changelog_topic,
-        &k.dead_letter_topic,
-    ];
-    if let Err(e) = admin.delete_topics(&names, &AdminOptions::new()).await {
-        eprintln!("could not delete {names:?}: {e}");
-    }
-}
-
-/// Reads `want` committed records of `topic` (all partitions, from the beginning), then
-/// keeps reading for a second to catch any extra.
-fn read_committed(topic: &str, partitions: i32, want: usize) -> Vec<Vec<u8>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", format!("{topic}-reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    c.assign(&tpl).expect("assign");
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut quiet_until = None;
-    loop {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-            got.push(m.payload().unwrap_or_default().to_vec());
-        }
-        if got.len() >= want && quiet_until.is_none() {
-            quiet_until = Some(Instant::now() + Duration::from_secs(1));
-        }
-        if quiet_until.is_some_and(|t| Instant::now() > t) || Instant::now() > deadline {
-            return got;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_with_undecodable_records_commit_what_one_at_a_time_gives() {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let name = format!(
-        "e2e.proc_batches_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    );
-    let cfg = config(&name);
-    create_topics(&cfg).await;
+    let ns = Namespace::new("proc_batches", PARTITIONS);
+    let cfg = config(&ns);
+    ns.create_topics().await.expect("create topics");
     let records = stream();
     let (want_events, want_dead) = reference(&cfg, &records);
     let kinds: BTreeMap<common::EventKind, usize> =
@@ -308,19 +219,14 @@ async fn bursts_with_undecodable_records_commit_what_one_at_a_time_gives() {
         cfg.kafka.events_topic.clone(),
         cfg.kafka.dead_letter_topic.clone(),
     );
-    let n_events = want_events.values().map(Vec::len).sum();
-    let n_dead = want_dead.len();
-    let (events, dead) = tokio::task::spawn_blocking(move || {
-        (
-            read_committed(&events_topic, PARTITIONS, n_events),
-            read_committed(&dead_topic, 1, n_dead),
-        )
-    })
-    .await
-    .expect("read");
+    // Everything committed up to each topic's end: extras would show too.
+    let events = read_committed(&events_topic).await.expect("read events");
+    let dead = read_committed(&dead_topic)
+        .await
+        .expect("read dead letters");
     let mut got_events = ByPerson::new();
-    for b in &events {
-        let e: PersonEvent = serde_json::from_slice(b).expect("event");
+    for m in &events {
+        let e: PersonEvent = m.json();
         got_events.entry(e.person_id.clone()).or_default().push(e);
     }
     assert_eq!(
@@ -329,8 +235,8 @@ async fn bursts_with_undecodable_records_commit_what_one_at_a_time_gives() {
     );
 
     let mut got_dead: Vec<(i32, i64)> = Vec::new();
-    for b in &dead {
-        let d: DeadLetter = serde_json::from_slice(b).expect("dead letter");
+    for m in &dead {
+        let d: DeadLetter = m.json();
         assert_eq!(d.stage, "processor");
         assert_eq!(d.topic, cfg.kafka.contacts_topic);
         assert!(
@@ -351,5 +257,5 @@ async fn bursts_with_undecodable_records_commit_what_one_at_a_time_gives() {
         got_dead, want_dead,
         "each undecodable record once, at its offset"
     );
-    delete_topics(&cfg).await;
+    ns.cleanup().await.expect("delete topics");
 }
