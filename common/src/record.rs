@@ -291,6 +291,61 @@ impl EventKind {
     }
 }
 
+impl EventKind {
+    /// The person's status right after an event of this kind. Every status is a function of
+    /// the latest event alone, so the processor's `lastseen_processor_persons{status}` gauge
+    /// and ClickHouse's `person_status` (which keeps each person's latest event) agree by
+    /// construction; `sink/migrations/0004_event_sequence.sql` spells this mapping in SQL and
+    /// a test keeps the two in step.
+    pub fn status(self) -> PersonStatus {
+        match self {
+            EventKind::Registered | EventKind::AddressChanged | EventKind::Resumed => {
+                PersonStatus::Registered
+            }
+            EventKind::SilenceNotice => PersonStatus::Silent,
+            EventKind::Deregistered => PersonStatus::Deregistered,
+            EventKind::UnregisteredContact => PersonStatus::Unregistered,
+        }
+    }
+}
+
+/// The one set of person statuses, shared by the processor's metrics and ClickHouse's
+/// `person_status` (see `docs/CLICKHOUSE.md`, "What each status means").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonStatus {
+    /// Registered, and no silence notice outstanding: heard from within `policy.notice_after`
+    /// of the last contact, or contacted again since the notice.
+    Registered,
+    /// Registered, and a silence notice was sent for the current silence (no contact for
+    /// `policy.notice_after`, platform outages excluded); not yet deregistered.
+    Silent,
+    /// Deregistered for silence (more than `policy.deregister_after`), and not heard from
+    /// since.
+    Deregistered,
+    /// Sending pings without a registration: never registered, or pinged after being
+    /// deregistered. Registering makes the person `registered` again.
+    Unregistered,
+}
+
+impl PersonStatus {
+    pub const ALL: [PersonStatus; 4] = [
+        PersonStatus::Registered,
+        PersonStatus::Silent,
+        PersonStatus::Deregistered,
+        PersonStatus::Unregistered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersonStatus::Registered => "registered",
+            PersonStatus::Silent => "silent",
+            PersonStatus::Deregistered => "deregistered",
+            PersonStatus::Unregistered => "unregistered",
+        }
+    }
+}
+
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -318,6 +373,12 @@ pub struct PersonEvent {
     /// The current declared address, if registered (or the last one, for `deregistered`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The person's transition counter at this event (the `seq` its [`event_id`] is built
+    /// from): 0 for a person's first event, +1 for each next one, wrapping at 2^24. It orders
+    /// a person's events, also within one millisecond (`person_status` keeps the latest).
+    /// `None` only in events written before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u32>,
 }
 
 /// Deterministic event id: a 128-bit XXH3 of the person, the kind, the transition time and a

@@ -79,6 +79,7 @@ impl Model {
             deregister_after_ms: self.cfg.dereg,
             excluded_outage_ms: excl,
             address: with_address.then(|| p.address.clone()),
+            seq: Some(u32::try_from(p.seq).expect("few transitions in a model run")),
         }
     }
 
@@ -210,7 +211,9 @@ impl Model {
     fn counts(&self) -> StateCounts {
         let mut c = StateCounts::default();
         for p in self.persons.values() {
-            match (p.registered, p.noticed, p.deregistered) {
+            // The status of the person's latest event: a ping after a deregistration sends
+            // `unregistered_contact`, and the person counts as unregistered from then on.
+            match (p.registered, p.noticed, p.deregistered && !p.unreg_sent) {
                 (true, false, _) => c.registered += 1,
                 (true, true, _) => c.silent_noticed += 1,
                 (false, _, true) => c.deregistered += 1,

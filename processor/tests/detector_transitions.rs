@@ -207,6 +207,51 @@ fn contact_at_72h_saves_registration_at_72h_plus_1ms_does_not() {
         ]
     );
     assert_eq!(h.last().address, None);
+    // The status of "b" is that of its latest event, here as in ClickHouse's person_status.
+    assert_eq!(
+        h.d.person("b").map(|p| p.status),
+        Some(UnregisteredContact.status())
+    );
+    assert_eq!(
+        h.d.counts(),
+        StateCounts {
+            registered: 1,
+            unregistered_contact: 1,
+            ..Default::default()
+        }
+    );
+    // Same-millisecond events are told apart by their sequence numbers.
+    let b: Vec<_> = h.log.iter().filter(|e| e.person_id == "b").collect();
+    let seqs: Vec<_> = b.iter().map(|e| (e.kind, e.seq)).collect();
+    assert_eq!(
+        seqs,
+        vec![
+            (Registered, Some(0)),
+            (SilenceNotice, Some(1)),
+            (Deregistered, Some(2)),
+            (UnregisteredContact, Some(3))
+        ]
+    );
+}
+
+#[test]
+fn deregistered_person_stays_deregistered_until_heard_from() {
+    let mut h = H::new();
+    h.reg("a", "x", T0);
+    h.tick_until(T0 + 72 * H + 1);
+    assert_eq!(h.d.person("a").map(|p| p.status), Some(Deregistered.status()));
+    assert_eq!(h.d.counts().deregistered, 1);
+    h.ping("a", T0 + 80 * H);
+    assert_eq!(
+        h.d.counts(),
+        StateCounts {
+            unregistered_contact: 1,
+            ..Default::default()
+        }
+    );
+    h.reg("a", "x", T0 + 81 * H);
+    assert_eq!(h.last().kind, Registered);
+    assert_eq!(h.d.counts().registered, 1);
 }
 
 #[test]
@@ -391,7 +436,15 @@ fn reregistration_after_deregistration_and_unregistered_contact_once() {
         vec![ev(UnregisteredContact, "a", T0 + 80 * H)]
     );
     assert!(h.ping("a", T0 + 80 * H + 1).is_empty());
-    assert_eq!(h.d.counts().deregistered, 1);
+    // Pinging after the deregistration: unregistered (the status of the latest event, as in
+    // ClickHouse's person_status), no longer deregistered.
+    assert_eq!(
+        h.d.counts(),
+        StateCounts {
+            unregistered_contact: 1,
+            ..Default::default()
+        }
+    );
     assert_eq!(
         h.reg("a", "y", T0 + 81 * H),
         vec![ev(Registered, "a", T0 + 81 * H)]

@@ -2,7 +2,9 @@
 //! applied in order at start-up and by `sink migrate`, recorded in `schema_migrations`.
 //!
 //! Safe to run twice and from two sinks at once: every statement is idempotent
-//! (`CREATE ... IF NOT EXISTS`), `schema_migrations` is a ReplacingMergeTree keyed by version,
+//! (`CREATE ... IF NOT EXISTS`, `DROP ... IF EXISTS`, `ALTER TABLE t ADD COLUMN c` skipped
+//! when `c` exists — 18.16 has no `ADD COLUMN IF NOT EXISTS` — and backfills whose rows
+//! collapse in a ReplacingMergeTree), `schema_migrations` is a ReplacingMergeTree keyed by version,
 //! and a migration is recorded only after all its statements succeeded. A migration that was
 //! recorded with a different checksum is an error (applied files must never change: add a new
 //! one).
@@ -42,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_dashboard_aggregates.sql",
         sql: include_str!("../migrations/0003_dashboard_aggregates.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_event_sequence.sql",
+        sql: include_str!("../migrations/0004_event_sequence.sql"),
+    },
 ];
 
 /// Version-gated, re-applied at every start-up.
@@ -76,6 +83,70 @@ pub fn statements(sql: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// `ALTER TABLE t ADD COLUMN c ...` → `(t, c)`: the statements [`migrate`] makes idempotent
+/// itself, by skipping them when the column exists.
+pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
+    let mut w = stmt.split_whitespace();
+    let head: Vec<&str> = w.by_ref().take(2).collect();
+    if !head.iter().map(|x| x.to_ascii_uppercase()).eq(["ALTER", "TABLE"]) {
+        return None;
+    }
+    let table = w.next()?;
+    let (a, b) = (w.next()?, w.next()?);
+    if !(a.eq_ignore_ascii_case("ADD") && b.eq_ignore_ascii_case("COLUMN")) {
+        return None;
+    }
+    let column = w.next()?;
+    if column.eq_ignore_ascii_case("IF") {
+        return None; // IF NOT EXISTS: idempotent by itself
+    }
+    Some((table, column))
+}
+
+/// Whether a statement may run twice (and from two sinks at once) with the same result.
+pub fn idempotent(stmt: &str) -> bool {
+    let upper = stmt.to_ascii_uppercase();
+    upper.contains("IF NOT EXISTS")
+        || upper.starts_with("DROP TABLE IF EXISTS")
+        || added_column(stmt).is_some()
+        // A backfill into person_status (a ReplacingMergeTree keyed by person with a version
+        // derived from the event): a second run inserts identical rows, which collapse.
+        || upper.starts_with("INSERT INTO PERSON_STATUS ")
+}
+
+async fn column_exists(ch: &Ch, table: &str, column: &str) -> Result<bool, SinkError> {
+    let rows = ch
+        .fetch(&format!(
+            "SELECT count() FROM system.columns WHERE database = currentDatabase() \
+             AND table = {} AND name = {}",
+            quote_str(table),
+            quote_str(column)
+        ))
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first())
+        .is_some_and(|n| n != "0"))
+}
+
+/// Runs one migration statement; an `ADD COLUMN` whose column exists is skipped (also when
+/// another sink added it between the check and the `ALTER`).
+async fn exec_idempotent(ch: &Ch, stmt: &str) -> Result<(), SinkError> {
+    let Some((table, column)) = added_column(stmt) else {
+        return ch.exec(stmt).await;
+    };
+    if column_exists(ch, table, column).await? {
+        return Ok(());
+    }
+    match ch.exec(stmt).await {
+        Err(e) if column_exists(ch, table, column).await.unwrap_or(false) => {
+            tracing::debug!(table, column, error = %e, "column added concurrently");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// `-- requires: 19.6` → (19, 6).
@@ -150,7 +221,7 @@ pub async fn migrate(
             continue;
         }
         for stmt in statements(m.sql) {
-            ch.exec(&stmt).await.map_err(|e| match e {
+            exec_idempotent(ch, &stmt).await.map_err(|e| match e {
                 SinkError::ClickHouseRejected(msg) => {
                     SinkError::Migration(format!("{}: {msg}", m.name))
                 }
@@ -229,8 +300,59 @@ mod tests {
         assert_eq!(required_version("ALTER"), None);
         for m in MIGRATIONS {
             for st in statements(m.sql) {
-                assert!(st.contains("IF NOT EXISTS"), "not idempotent: {st}");
+                assert!(idempotent(&st), "not idempotent: {st}");
             }
         }
+        assert_eq!(
+            added_column("ALTER TABLE person_events ADD COLUMN seq Int64 DEFAULT -1"),
+            Some(("person_events", "seq"))
+        );
+        assert_eq!(
+            added_column("alter table t add column if not exists c UInt8"),
+            None
+        );
+        assert_eq!(added_column("ALTER TABLE t DROP COLUMN c"), None);
+        assert!(!idempotent("INSERT INTO pings SELECT * FROM x"));
+    }
+
+    /// 0004's view and backfill must derive person_status rows the same way, or a backfilled
+    /// row and the view's row of one event would differ (and not collapse).
+    #[test]
+    fn event_sequence_view_and_backfill_agree() {
+        let sts = statements(MIGRATIONS[3].sql);
+        let select = |s: &str| s[s.find("SELECT").unwrap()..].to_string();
+        let mv = sts
+            .iter()
+            .find(|s| s.contains("MATERIALIZED VIEW"))
+            .unwrap();
+        let fill = sts
+            .iter()
+            .find(|s| s.starts_with("INSERT INTO person_status"))
+            .unwrap();
+        assert_eq!(select(mv), select(fill));
+    }
+
+    /// The SQL status mapping is the one of `EventKind::status`.
+    #[test]
+    fn status_mapping_matches_the_processor() {
+        use common::record::EventKind;
+        let sql = MIGRATIONS[3].sql;
+        let at = sql.find("transform(kind").unwrap();
+        let arrays: Vec<Vec<String>> = sql[at..]
+            .split('[')
+            .skip(1)
+            .take(2)
+            .map(|a| {
+                a[..a.find(']').unwrap()]
+                    .split(',')
+                    .map(|x| x.trim().trim_matches('\'').to_string())
+                    .collect()
+            })
+            .collect();
+        for k in EventKind::ALL {
+            let i = arrays[0].iter().position(|x| x == k.as_str()).unwrap();
+            assert_eq!(arrays[1][i], k.status().as_str(), "{k}");
+        }
+        assert_eq!(arrays[0].len(), EventKind::ALL.len());
     }
 }

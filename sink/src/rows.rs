@@ -238,6 +238,8 @@ pub struct EventRow {
     pub address: Option<String>,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// The event's per-person sequence number; -1 for events written before it existed.
+    pub seq: i64,
 }
 
 /// What one Kafka record becomes.
@@ -341,6 +343,7 @@ pub fn decode(
                 address: e.address,
                 kafka_partition: partition,
                 kafka_offset: offset,
+                seq: e.seq.map_or(-1, i64::from),
             }))
         }
     }

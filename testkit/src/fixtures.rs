@@ -82,6 +82,7 @@ pub fn events(tag: &str, n: usize, seq0: u64) -> Vec<PersonEvent> {
                 deregister_after_ms: 259_200_000,
                 excluded_outage_ms: 0,
                 address: (i % 2 == 0).then(|| format!("addr {i}")),
+                seq: Some((seq0 + i as u64) as u32),
             }
         })
         .collect()

@@ -24,6 +24,16 @@ def statements(sql: str):
     return [s.strip() for s in text.split(";") if s.strip()]
 
 
+def added_column(st: str):
+    """`ALTER TABLE t ADD COLUMN c ...` -> (t, c), as sink/src/migrate.rs::added_column: the
+    runner skips such a statement when the column exists (18.16 has no IF NOT EXISTS there)."""
+    w = st.split()
+    if len(w) >= 6 and [x.upper() for x in w[:2]] == ["ALTER", "TABLE"] \
+            and [x.upper() for x in w[3:5]] == ["ADD", "COLUMN"] and w[5].upper() != "IF":
+        return w[2], w[5]
+    return None
+
+
 def main() -> int:
     migrations = sorted(glob.glob(os.path.join(ROOT, "sink", "migrations", "*.sql")))
     optional = sorted(glob.glob(os.path.join(ROOT, "sink", "migrations", "optional", "*.sql")))
@@ -59,6 +69,12 @@ def main() -> int:
             try:
                 # USE is per query in chDB sessions: qualify by running in the database.
                 sess.query("USE lastseen")
+                col = added_column(st)
+                if col and sess.query(
+                        f"SELECT count() FROM system.columns WHERE database = 'lastseen' "
+                        f"AND table = '{col[0]}' AND name = '{col[1]}'", "CSV").data().strip() != "0":
+                    ran += 1
+                    continue
                 sess.query(st)
                 ran += 1
             except Exception as e:  # noqa: BLE001 - report every failure
@@ -68,11 +84,14 @@ def main() -> int:
         # A smoke insert through the MVs, as the sink writes them.
         try:
             sess.query("USE lastseen")
-            sess.query("INSERT INTO person_events VALUES ('e1','p1','silence_notice',now(),1,now(),1,1,1,0,NULL,0,0)")
+            # Two events in one millisecond: the later seq wins (resumed after the notice).
+            sess.query("INSERT INTO person_events VALUES ('e1','p1','silence_notice',now(),1,now(),1,1,1,0,NULL,0,0,0)")
+            sess.query("INSERT INTO person_events VALUES ('e0','p1','resumed',now(),1,now(),1,1,1,0,NULL,0,1,1)")
+            sess.query("INSERT INTO person_events VALUES ('e2','p2','silence_notice',now(),1,now(),1,1,1,0,NULL,0,2,0)")
             sess.query("INSERT INTO pings VALUES ('p1','d1',now(),1,now(),1,55.7,37.6,NULL,0,0)")
-            st = sess.query("SELECT status FROM lastseen.person_status FINAL", "CSV").data().strip()
+            st = sess.query("SELECT groupArray(status) FROM (SELECT status FROM lastseen.person_status FINAL ORDER BY person_id)", "CSV").data().strip()
             n = sess.query("SELECT uniqExactMerge(pings) FROM lastseen.pings_per_minute", "CSV").data().strip()
-            assert st == '"silent"', st
+            assert st == '"[\'registered\',\'silent\']"', st
             assert n == "1", n
             ran += 1
         except Exception as e:  # noqa: BLE001

@@ -31,10 +31,14 @@ mod tests {
             deregister_after_ms: 3,
             excluded_outage_ms: 0,
             address: Some("Arbat 1".into()),
+            seq: Some(7),
         };
         let mut b = Vec::new();
         encode(&e, &mut b);
         assert_eq!(decode(&b).unwrap(), e);
+        // Events written before `seq` existed still decode, without one.
+        let legacy = br#"{"event_id":"id","person_id":"p","kind":"resumed","at":5,"last_contact_at":1,"notice_after_ms":2,"deregister_after_ms":3,"excluded_outage_ms":0}"#;
+        assert_eq!(decode(legacy).unwrap().seq, None);
         let ping = br#"{"type":"ping","person_id":"p","device_id":"d","device_ts":1,"lat":1,"lon":2,"received_at":9}"#;
         assert_eq!(decode(ping).unwrap_err().reason, "schema_mismatch");
     }

@@ -30,7 +30,13 @@
 //! registration after a notice is a contact that confirms the address, so it yields `resumed`
 //! (before `address_changed` if the address differs).
 //!
-//! `event_id` = [`event_id`]`(person, kind, at, seq)` with `seq` a per-person transition counter.
+//! `event_id` = [`event_id`]`(person, kind, at, seq)` with `seq` a per-person transition counter,
+//! which every event also carries (`PersonEvent::seq`): along one person's events `seq` counts
+//! up by one and `at` never decreases, so `(at, seq)` orders them, within one millisecond too
+//! (`person_status` in ClickHouse keeps the greatest; `tests/tests/person_status.rs`).
+//!
+//! Each person has one [`PersonStatus`], the status of their latest event
+//! ([`EventKind::status`]); [`Detector::counts`] counts persons by it.
 //!
 //! # Persistence
 //! [`Detector::drain_dirty`] gives each changed person's compact snapshot for a changelog
@@ -48,7 +54,9 @@ pub use error::DetectorError;
 
 use common::codec::changelog::{ClockSnapshot, PersonSnapshot};
 use common::config::{ClockConfig, PolicyConfig};
-use common::record::{Contact, ContactRef, EventKind, Millis, PersonEvent, event_id};
+use common::record::{
+    Contact, ContactRef, EventKind, Millis, PersonEvent, PersonStatus, event_id,
+};
 use index::Index;
 use person::{
     DEREGISTERED, DIRTY, IN_HEAP, IN_RING, NOTICED, PERSISTED, Person, REGISTERED, Slab, UNREG_SENT,
@@ -75,22 +83,42 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Number of persons in each (disjoint) state.
+/// Number of persons in each (disjoint) status: [`PersonStatus`], the meanings that
+/// `person_status` in ClickHouse uses too (each is the status of the person's latest event).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StateCounts {
-    /// Registered, no notice outstanding.
+    /// [`PersonStatus::Registered`]: registered, no notice outstanding.
     pub registered: u64,
-    /// Registered, silence notice sent for the current silence.
+    /// [`PersonStatus::Silent`]: registered, silence notice sent for the current silence.
     pub silent_noticed: u64,
-    /// Not registered since a deregistration.
+    /// [`PersonStatus::Deregistered`]: deregistered and not heard from since.
     pub deregistered: u64,
-    /// Never registered, known only from pings (`unregistered_contact` sent).
+    /// [`PersonStatus::Unregistered`]: pinging without a registration (never registered, or
+    /// pinged after a deregistration: `unregistered_contact` sent).
     pub unregistered_contact: u64,
 }
 
+impl StateCounts {
+    /// The counts by status, in [`PersonStatus::ALL`] order.
+    pub fn by_status(&self) -> [(PersonStatus, u64); 4] {
+        [
+            (PersonStatus::Registered, self.registered),
+            (PersonStatus::Silent, self.silent_noticed),
+            (PersonStatus::Deregistered, self.deregistered),
+            (PersonStatus::Unregistered, self.unregistered_contact),
+        ]
+    }
+}
+
+/// The status index (into `counts`) of a person with `flags`. Mirrors
+/// [`EventKind::status`] of the person's latest event: `unregistered_contact` is the latest
+/// event exactly when `UNREG_SENT` is set (registering clears it), also after a
+/// deregistration.
 fn category(flags: u8) -> usize {
     if flags & REGISTERED != 0 {
         if flags & NOTICED != 0 { 1 } else { 0 }
+    } else if flags & UNREG_SENT != 0 {
+        3
     } else if flags & DEREGISTERED != 0 {
         2
     } else {
@@ -98,8 +126,25 @@ fn category(flags: u8) -> usize {
     }
 }
 
+/// The [`PersonStatus`] of a person with `flags` (see [`category`]).
+pub fn status_of(flags: u8) -> PersonStatus {
+    PersonStatus::ALL[category(flags)]
+}
+
 fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One person as the detector holds them ([`Detector::person`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersonState<'a> {
+    pub status: PersonStatus,
+    /// The declared address; empty unless registered.
+    pub address: &'a str,
+    /// Server time of the last contact.
+    pub last_contact_at: Millis,
+    /// The sequence number the person's next event will carry.
+    pub seq: u32,
 }
 
 /// The per-partition detector. See the module docs for the model.
@@ -294,6 +339,21 @@ impl Detector {
     /// Number of persons known to this partition.
     pub fn persons(&self) -> u64 {
         self.slab.len() as u64
+    }
+
+    /// One person's current state, `None` if this partition never saw them.
+    pub fn person(&self, id: &str) -> Option<PersonState<'_>> {
+        let slab = &self.slab;
+        let idx = self
+            .index
+            .find(hash(id.as_bytes()), |i| slab.get(i).id_bytes() == id.as_bytes())?;
+        let p = self.slab.get(idx);
+        Some(PersonState {
+            status: status_of(p.flags()),
+            address: p.address(),
+            last_contact_at: p.lc_real,
+            seq: p.seq(),
+        })
     }
 
     /// Persons by state.
@@ -522,6 +582,7 @@ impl Detector {
             deregister_after_ms: self.dereg,
             excluded_outage_ms,
             address: with_address.then(|| p.address().to_owned()),
+            seq: Some(seq),
         });
     }
 

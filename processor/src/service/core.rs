@@ -25,7 +25,7 @@ use super::txn::{self, send};
 use crate::detector::Detector;
 use common::config::Config;
 use common::lifecycle::Shutdown;
-use common::record::{ContactRef, DeadLetter, PersonEvent, now_millis};
+use common::record::{ContactRef, DeadLetter, PersonEvent, PersonStatus, now_millis};
 use common::telemetry::Readiness;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::BorrowedMessage;
@@ -346,11 +346,9 @@ impl Core {
         m.stream_time_lag.reset();
         m.excluded_outage.reset();
         for (p, part) in &self.partitions {
-            let c = part.detector.counts();
-            totals[0] += c.registered;
-            totals[1] += c.silent_noticed;
-            totals[2] += c.deregistered;
-            totals[3] += c.unregistered_contact;
+            for (t, (_, n)) in totals.iter_mut().zip(part.detector.counts().by_status()) {
+                *t += n;
+            }
             let label = p.to_string();
             if let Some(st) = part.detector.stream_time() {
                 m.stream_time_lag
@@ -361,11 +359,8 @@ impl Core {
                 .with_label_values(&[&label])
                 .set(part.detector.excluded_outage_ms() as f64 / 1000.0);
         }
-        for (state, n) in ["registered", "silent", "deregistered", "unregistered"]
-            .iter()
-            .zip(totals)
-        {
-            m.persons.with_label_values(&[state]).set(n as i64);
+        for (status, n) in PersonStatus::ALL.iter().zip(totals) {
+            m.persons.with_label_values(&[status.as_str()]).set(n as i64);
         }
     }
 }

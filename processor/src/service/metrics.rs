@@ -75,7 +75,7 @@ impl Metrics {
             persons: IntGaugeVec::new(
                 Opts::new(
                     "lastseen_processor_persons",
-                    "Persons known to this instance, by state (registered, silent, deregistered, unregistered).",
+                    "Persons known to this instance, by status (registered, silent, deregistered, unregistered: the meanings of person_status in ClickHouse, docs/CLICKHOUSE.md).",
                 ),
                 &["state"],
             )
