@@ -10,8 +10,11 @@
 --
 -- person_status.version = at_ms * 2^22 + tie-breaker, with tie-breaker = 2^21 + seq mod 2^21
 -- for events that carry seq, and for older events (seq = -1: written before this migration)
--- the order the processor has always emitted same-millisecond events in: deadline events
--- (silence_notice 1, deregistered 2), then resumed 3, then the contact's own event 4. Every
+-- the only order in which the processor can emit them within one millisecond: deadline
+-- events first (silence_notice 1, deregistered 2), then the contact's: resumed 3,
+-- unregistered_contact 4 (a ping), registered 5 (a registration right after it),
+-- address_changed 6 (after a resume or a registration). Only several address changes of one
+-- person in one millisecond stay ambiguous among old events (docs/CLICKHOUSE.md). Every
 -- version here is far above those of 0002 (at_ms * 8 + rank), so the backfill below
 -- re-derives every person's row and it replaces the old one. at_ms * 2^22 fits UInt64 until
 -- the year 2109; wrapping seq mod 2^21 only matters past two million events of one person in
@@ -51,8 +54,8 @@ SELECT
     seq,
     toUInt64(at_ms) * 4194304 + if(seq >= 0, 2097152 + toUInt64(seq) % 2097152,
         transform(kind,
-            ['silence_notice', 'deregistered', 'resumed', 'registered', 'address_changed', 'unregistered_contact'],
-            [1, 2, 3, 4, 4, 4],
+            ['silence_notice', 'deregistered', 'resumed', 'unregistered_contact', 'registered', 'address_changed'],
+            [1, 2, 3, 4, 5, 6],
             0)) AS version
 FROM person_events;
 
@@ -75,7 +78,7 @@ SELECT
     seq,
     toUInt64(at_ms) * 4194304 + if(seq >= 0, 2097152 + toUInt64(seq) % 2097152,
         transform(kind,
-            ['silence_notice', 'deregistered', 'resumed', 'registered', 'address_changed', 'unregistered_contact'],
-            [1, 2, 3, 4, 4, 4],
+            ['silence_notice', 'deregistered', 'resumed', 'unregistered_contact', 'registered', 'address_changed'],
+            [1, 2, 3, 4, 5, 6],
             0)) AS version
 FROM person_events;

@@ -195,6 +195,17 @@ pub async fn migrate(
     version: ServerVersion,
     retention_days: u64,
 ) -> Result<MigrationReport, SinkError> {
+    apply(ch, version, retention_days, MIGRATIONS).await
+}
+
+/// [`migrate`] with the first migrations only: `migrations` is a prefix of [`MIGRATIONS`].
+/// For tests of an upgrade: a database as an older sink left it.
+pub async fn apply(
+    ch: &Ch,
+    version: ServerVersion,
+    retention_days: u64,
+    migrations: &[Migration],
+) -> Result<MigrationReport, SinkError> {
     ch.create_database().await?;
     ch.exec(MIGRATIONS_TABLE).await?;
     let mut recorded: BTreeMap<u32, String> = BTreeMap::new();
@@ -207,7 +218,7 @@ pub async fn migrate(
         }
     }
     let mut report = MigrationReport::default();
-    for m in MIGRATIONS {
+    for m in migrations {
         let sum = checksum(m.sql);
         if let Some(old) = recorded.get(&m.version) {
             if *old != sum {
