@@ -137,9 +137,16 @@ def sample_rows(now):
     ev += [("e4", "p2", "registered", t0 + h), ("e5", "p2", "silence_notice", t0 + 49 * h),
            ("e6", "p2", "resumed", t0 + 50 * h), ("e6", "p2", "resumed", t0 + 50 * h)]  # duplicate
     ev += [("e7", "p3", "registered", t0 + 2 * h), ("e8", "p3", "silence_notice", now - 3 * h)]
-    events = ",".join(
-        f"('{e}','{p}','{k}',toDateTime({at}),{at * 1000},toDateTime({at}),{at * 1000},172800000,259200000,0,NULL,0,{i})"
-        for i, (e, p, k, at) in enumerate(ev))
+    # p4: a notice and the resume in the same millisecond (told apart by seq, the last column).
+    ev += [("e9", "p4", "registered", t0 + 3 * h), ("e10", "p4", "silence_notice", t0 + 51 * h),
+           ("e11", "p4", "resumed", t0 + 51 * h)]
+    seq = {}
+    rows = []
+    for i, (e, p, k, at) in enumerate(ev):
+        n = seq.setdefault((p, e), len({x for (q, x) in seq if q == p}))
+        rows.append(f"('{e}','{p}','{k}',toDateTime({at}),{at * 1000},toDateTime({at}),{at * 1000},"
+                    f"172800000,259200000,0,NULL,0,{i},{n})")
+    events = ",".join(rows)
     pings = []
     for i in range(6):
         for j in range(3):
