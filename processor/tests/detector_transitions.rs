@@ -239,7 +239,10 @@ fn deregistered_person_stays_deregistered_until_heard_from() {
     let mut h = H::new();
     h.reg("a", "x", T0);
     h.tick_until(T0 + 72 * H + 1);
-    assert_eq!(h.d.person("a").map(|p| p.status), Some(Deregistered.status()));
+    assert_eq!(
+        h.d.person("a").map(|p| p.status),
+        Some(Deregistered.status())
+    );
     assert_eq!(h.d.counts().deregistered, 1);
     h.ping("a", T0 + 80 * H);
     assert_eq!(

@@ -90,7 +90,11 @@ pub fn statements(sql: &str) -> Vec<String> {
 pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
     let mut w = stmt.split_whitespace();
     let head: Vec<&str> = w.by_ref().take(2).collect();
-    if !head.iter().map(|x| x.to_ascii_uppercase()).eq(["ALTER", "TABLE"]) {
+    if !head
+        .iter()
+        .map(|x| x.to_ascii_uppercase())
+        .eq(["ALTER", "TABLE"])
+    {
         return None;
     }
     let table = w.next()?;

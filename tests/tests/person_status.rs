@@ -95,7 +95,8 @@ fn world() -> impl Strategy<Value = World> {
         1 => 0i64..300,
     ];
     let step = (0u8..5, act, dt).prop_map(|(person, act, dt)| Step { person, act, dt });
-    (prop::collection::vec(step, 1..80), any::<u64>()).prop_map(|(steps, seed)| World { steps, seed })
+    (prop::collection::vec(step, 1..80), any::<u64>())
+        .prop_map(|(steps, seed)| World { steps, seed })
 }
 
 /// What person_status must say about one person.
@@ -148,7 +149,9 @@ fn run(w: &World, tag: &str) -> (Vec<PersonEvent>, Vec<Expected>) {
         let mut out = Vec::new();
         det.apply(&c, &mut out);
         for e in &out {
-            let st = det.person(&e.person_id).expect("a person with an event is known");
+            let st = det
+                .person(&e.person_id)
+                .expect("a person with an event is known");
             let address = match st.status {
                 PersonStatus::Registered | PersonStatus::Silent => Some(st.address.to_string()),
                 PersonStatus::Deregistered => registered_at.get(&e.person_id).cloned(),
@@ -207,7 +210,11 @@ fn rows(events: &[PersonEvent]) -> Vec<EventRow> {
 /// `rows` shuffled, some twice, in one to four blocks.
 fn blocks(mut rows: Vec<EventRow>, seed: u64) -> Vec<Vec<EventRow>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let again: Vec<EventRow> = rows.iter().filter(|_| rng.random_bool(0.2)).cloned().collect();
+    let again: Vec<EventRow> = rows
+        .iter()
+        .filter(|_| rng.random_bool(0.2))
+        .cloned()
+        .collect();
     rows.extend(again);
     rows.shuffle(&mut rng);
     let n = rng.random_range(1..=4usize).min(rows.len().max(1));
@@ -279,8 +286,7 @@ struct ChdbCase {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn person_status_equals_the_detector_on_18_16_and_current_clickhouse() -> anyhow::Result<()>
-{
+async fn person_status_equals_the_detector_on_18_16_and_current_clickhouse() -> anyhow::Result<()> {
     let db = Db::new(&testkit::unique("t_person_status"));
     let ch = db.ch().clone();
     let version = ch.version().await?;
@@ -314,7 +320,10 @@ async fn person_status_equals_the_detector_on_18_16_and_current_clickhouse() -> 
         for e in &events {
             let seq = e.seq.expect("the detector numbers its events");
             if let Some((at, s)) = last.get(e.person_id.as_str()) {
-                assert!(e.at >= *at && seq == s + 1, "{tag}: {e:?} after ({at}, {s})");
+                assert!(
+                    e.at >= *at && seq == s + 1,
+                    "{tag}: {e:?} after ({at}, {s})"
+                );
             }
             last.insert(&e.person_id, (e.at, seq));
         }
@@ -409,7 +418,9 @@ async fn an_old_database_takes_migration_0004_without_losing_rows() -> anyhow::R
     assert_eq!(before, events.len() as u64);
     // The old ranks: the address change after a notice is lost (resumed ranked higher).
     let old = db
-        .query("SELECT status, ifNull(address, '') FROM person_status FINAL WHERE person_id = 'u1-p0'")
+        .query(
+            "SELECT status, ifNull(address, '') FROM person_status FINAL WHERE person_id = 'u1-p0'",
+        )
         .await?;
     assert_eq!(old, "registered\tArbat 0", "the defect 0004 fixes");
 
@@ -420,7 +431,8 @@ async fn an_old_database_takes_migration_0004_without_losing_rows() -> anyhow::R
     assert!(again.applied.is_empty());
     assert_eq!(db.count("SELECT count() FROM person_events").await?, before);
     assert_eq!(
-        db.count("SELECT countIf(seq = -1) FROM person_events").await?,
+        db.count("SELECT countIf(seq = -1) FROM person_events")
+            .await?,
         before,
         "old rows read seq = -1"
     );

@@ -54,9 +54,7 @@ pub use error::DetectorError;
 
 use common::codec::changelog::{ClockSnapshot, PersonSnapshot};
 use common::config::{ClockConfig, PolicyConfig};
-use common::record::{
-    Contact, ContactRef, EventKind, Millis, PersonEvent, PersonStatus, event_id,
-};
+use common::record::{Contact, ContactRef, EventKind, Millis, PersonEvent, PersonStatus, event_id};
 use index::Index;
 use person::{
     DEREGISTERED, DIRTY, IN_HEAP, IN_RING, NOTICED, PERSISTED, Person, REGISTERED, Slab, UNREG_SENT,
@@ -344,9 +342,9 @@ impl Detector {
     /// One person's current state, `None` if this partition never saw them.
     pub fn person(&self, id: &str) -> Option<PersonState<'_>> {
         let slab = &self.slab;
-        let idx = self
-            .index
-            .find(hash(id.as_bytes()), |i| slab.get(i).id_bytes() == id.as_bytes())?;
+        let idx = self.index.find(hash(id.as_bytes()), |i| {
+            slab.get(i).id_bytes() == id.as_bytes()
+        })?;
         let p = self.slab.get(idx);
         Some(PersonState {
             status: status_of(p.flags()),

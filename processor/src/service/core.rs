@@ -360,7 +360,9 @@ impl Core {
                 .set(part.detector.excluded_outage_ms() as f64 / 1000.0);
         }
         for (status, n) in PersonStatus::ALL.iter().zip(totals) {
-            m.persons.with_label_values(&[status.as_str()]).set(n as i64);
+            m.persons
+                .with_label_values(&[status.as_str()])
+                .set(n as i64);
         }
     }
 }
