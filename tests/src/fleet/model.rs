@@ -959,7 +959,7 @@ mod tests {
         assert_eq!(e.must, vec![Registered]);
     }
 
-    use proptest::prelude::{Just, prop_oneof};
+    use proptest::prelude::{Just, Strategy, prop_oneof};
 
     proptest::proptest! {
         /// The bounds contain the silence the real detector measures, for stamps anywhere in
@@ -1046,6 +1046,43 @@ mod tests {
                 lo <= truth && truth <= hi,
                 "silence {truth} outside [{lo}, {hi}]; outages {spans:?}, faults {faults:?}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The per-event model and the kinds-only one agree: one history with the same kinds
+        /// when the outcome is certain, several when `expect` calls the person ambiguous.
+        #[test]
+        fn alternatives_agree_with_expect(
+            steps in proptest::collection::vec(
+                (0i64..30_000, 0i64..2500, prop_oneof![3 => Just(None), 1 => (0u8..3).prop_map(Some)]),
+                1..12,
+            ),
+            outage in proptest::option::of((0i64..100_000, 2500i64..20_000)),
+            look in 0i64..40_000,
+        ) {
+            let mut cs = Vec::new();
+            let mut t = 0;
+            for (gap, width, a) in steps {
+                t += gap;
+                cs.push(Contact { lo: t, hi: t + width, address: a.map(|a| format!("A{a}")) });
+                t += width;
+            }
+            let failures = outage.map_or_else(Vec::new, |(a, len)| refused(a, a + len));
+            let f = Faults::from_failures(&failures, 1000, 250);
+            let h = Horizon { must: t + look, may: t + look + 3000 };
+            let old = expect(&cs, &f, &P, Some(h));
+            let new = alternatives(&cs, &f, &P, Some(h));
+            proptest::prop_assert!(new.ambiguous.is_none());
+            if old.ambiguous.is_none() {
+                proptest::prop_assert_eq!(new.alternatives.len(), 1);
+                let a = &new.alternatives[0];
+                let kinds = |v: &[EventSpec]| v.iter().map(|s| s.kind).collect::<Vec<_>>();
+                proptest::prop_assert_eq!((kinds(&a.must), kinds(&a.may)), (old.must, old.may));
+                proptest::prop_assert_eq!(new.undecided, 0);
+            } else {
+                proptest::prop_assert!(new.alternatives.len() > 1 && new.undecided > 0);
+            }
         }
     }
 
