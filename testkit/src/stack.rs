@@ -336,7 +336,7 @@ impl Drop for Stack {
     }
 }
 
-/// The shared servers' control scripts (`deploy/local/<service> start|stop|status`), for the
+/// The shared servers' control scripts (`deploy/local/<service> start|stop|kill|status`), for the
 /// fault tests that stop them. Only tests that say so in their name and `#[ignore]` use these.
 pub mod local {
     use super::root;
@@ -345,8 +345,40 @@ pub mod local {
 
     /// Runs `deploy/local/<script> <action>`; fails with its output if it fails.
     pub fn ctl(script: &str, action: &str) -> Result<()> {
+        ctl_env(script, action, &[])
+    }
+
+    /// `kill -9` of `script`'s server (`deploy/local/<script> kill`: SIGKILL of the pid in
+    /// `.local/run/<script>.pid`, waits until it is gone), then the project's own idempotent
+    /// start (`deploy/local/<script> start`: waits until the server answers; for Kafka until
+    /// every lastseen topic has a leader). A crashed server recovers before it answers (Kafka
+    /// replays its unflushed log segments, ClickHouse 18.16 checks its parts and detaches broken
+    /// ones), which can take longer than a clean start: the start may take up to
+    /// `start_timeout`, and is tried again twice if it fails (a port still held by the dying
+    /// process makes `start` refuse).
+    pub fn crash(script: &str, start_timeout: std::time::Duration) -> Result<()> {
+        ctl(script, "kill")?;
+        let secs = start_timeout.as_secs().max(1).to_string();
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+            match ctl_env(script, "start", &[("LASTSEEN_START_TIMEOUT", &secs)]) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("{script} start failed")))
+    }
+
+    /// [`ctl`] with extra environment variables for the script.
+    pub fn ctl_env(script: &str, action: &str, env: &[(&str, &str)]) -> Result<()> {
         let path = root().join("deploy/local").join(script);
-        let out = Command::new(&path).arg(action).output()?;
+        let out = Command::new(&path)
+            .arg(action)
+            .envs(env.iter().copied())
+            .output()?;
         ensure!(
             out.status.success(),
             "{} {action}: {}\n{}",

@@ -1,13 +1,22 @@
-//! Chaos: the simulated fleet for a few minutes while ingest, processor and sink are killed
-//! with `kill -9` three times each (and restarted), Kafka is restarted once and ClickHouse once.
-//! Then the verifier: every acknowledged ping stored exactly once, no other ping, and per
-//! person exactly the expected events (no missing, no extra, none twice).
+//! Chaos: the simulated fleet for four minutes while ingest, processor and sink are killed
+//! with `kill -9` three times each (and restarted), the Kafka broker and the ClickHouse server
+//! are crashed with `kill -9` twice each (and started again with `deploy/local`'s own start,
+//! which waits through their recovery), and each is restarted gracefully once. Every fault
+//! comes at a random moment of its slot (the seed is printed; `LASTSEEN_TEST_CHAOS_SEED`
+//! repeats a run's moments). Then the verifier: every acknowledged ping stored exactly once, no
+//! other ping, and per person exactly the expected events, each field within what the fleet
+//! knows (no missing, no extra, none twice); fewer than 2 % of the persons may be left
+//! uncompared (see `e2e::fleet::verify`).
 //!
-//! It restarts the shared Kafka and ClickHouse, so it is ignored by default and run serially:
-//! `cargo test -p e2e --test chaos -- --ignored --nocapture` (tests/serial.d/50-chaos).
+//! It crashes and restarts the shared Kafka and ClickHouse, so it is ignored by default and
+//! run serially: `cargo test -p e2e --test chaos -- --ignored --nocapture`
+//! (tests/serial.d/50-chaos). If it fails half-way, the servers are started again on the way
+//! out ([`local::RestartOnDrop`]).
 
 use e2e::fleet::model::Policy;
 use e2e::fleet::{sim, verify};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use testkit::stack::{local, policy_env};
 use testkit::{SECRET, Service, Stack};
@@ -17,7 +26,15 @@ enum Fault {
     Kill(Service),
     RestartKafka,
     RestartClickHouse,
+    /// `kill -9` of the broker, then `deploy/local/kafka start`.
+    CrashKafka,
+    /// `kill -9` of the ClickHouse server, then `deploy/local/clickhouse start`.
+    CrashClickHouse,
 }
+
+/// How long a crashed server may take to recover and answer again (a clean start takes a few
+/// seconds; log and part recovery after `kill -9` more, with many topics left on the broker).
+const CRASH_START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Restarts every service that is not answering /healthz (one that exited by itself while a
 /// shared service was restarting, as a supervisor would); returns how many.
@@ -47,6 +64,9 @@ async fn revive(stack: &mut Stack) -> anyhow::Result<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restarts the shared Kafka and ClickHouse; run serially (tests/serial.d/50-chaos)"]
 async fn chaos_loses_nothing_duplicates_nothing() -> anyhow::Result<()> {
+    // Whatever happens below, the shared servers are running again when the test ends.
+    let _kafka = local::RestartOnDrop("kafka");
+    let _clickhouse = local::RestartOnDrop("clickhouse");
     let policy = Policy {
         notice_ms: 8000,
         deregister_ms: 16_000,
@@ -58,7 +78,7 @@ async fn chaos_loses_nothing_duplicates_nothing() -> anyhow::Result<()> {
 
     let mut cfg = sim::SimConfig::new(&stack.ingest_url, SECRET, policy);
     cfg.persons = 300;
-    cfg.duration = Duration::from_secs(210);
+    cfg.duration = Duration::from_secs(240);
     cfg.drain = Duration::from_secs(90);
     cfg.margin_ms = 3000;
     cfg.id_prefix = stack.name.clone();
@@ -67,23 +87,43 @@ async fn chaos_loses_nothing_duplicates_nothing() -> anyhow::Result<()> {
 
     use Fault::*;
     use Service::*;
-    let plan: [(u64, Fault); 11] = [
+    // Slots at least 10 s apart (the outages of Kafka at least 30 s), each fault at a random
+    // moment in the first 6 s of its slot.
+    let plan: [(u64, Fault); 15] = [
         (15, Kill(Ingest)),
-        (30, Kill(Processor)),
-        (45, Kill(Sink)),
-        (60, RestartKafka),
-        (90, Kill(Ingest)),
-        (105, Kill(Processor)),
-        (120, Kill(Sink)),
-        (135, RestartClickHouse),
-        (160, Kill(Sink)),
-        (170, Kill(Ingest)),
-        (180, Kill(Processor)),
+        (28, Kill(Processor)),
+        (40, CrashClickHouse),
+        (52, Kill(Sink)),
+        (62, RestartKafka),
+        (92, Kill(Ingest)),
+        (102, CrashKafka),
+        (132, Kill(Processor)),
+        (142, RestartClickHouse),
+        (152, Kill(Sink)),
+        (162, CrashClickHouse),
+        (172, CrashKafka),
+        (202, Kill(Sink)),
+        (212, Kill(Ingest)),
+        (222, Kill(Processor)),
     ];
+    let seed = std::env::var("LASTSEEN_TEST_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!(
+        "chaos: fault moments from seed {seed} (LASTSEEN_TEST_CHAOS_SEED={seed} repeats them)"
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+    let plan = plan.map(|(at, f)| {
+        (
+            Duration::from_millis(at * 1000 + rng.random_range(0..6000)),
+            f,
+        )
+    });
     let t0 = Instant::now();
     let mut revived = 0;
     for (at, fault) in plan {
-        while t0.elapsed() < Duration::from_secs(at) {
+        while t0.elapsed() < at {
             tokio::time::sleep(Duration::from_millis(250)).await;
             revived += revive(&mut stack).await?;
         }
@@ -105,6 +145,13 @@ async fn chaos_loses_nothing_duplicates_nothing() -> anyhow::Result<()> {
             }
             RestartClickHouse => {
                 tokio::task::spawn_blocking(|| local::ctl("clickhouse", "restart")).await??
+            }
+            CrashKafka => {
+                tokio::task::spawn_blocking(|| local::crash("kafka", CRASH_START_TIMEOUT)).await??
+            }
+            CrashClickHouse => {
+                tokio::task::spawn_blocking(|| local::crash("clickhouse", CRASH_START_TIMEOUT))
+                    .await??
             }
         }
         eprintln!(
@@ -147,9 +194,17 @@ async fn chaos_loses_nothing_duplicates_nothing() -> anyhow::Result<()> {
         "too little load: {:?}",
         truth.stats
     );
+    eprintln!(
+        "chaos: persons not compared (ambiguous) {} of {} ({:.1} %); with an undecided silence, \
+         every possible history checked: {}",
+        report.persons_ambiguous,
+        report.persons,
+        report.ambiguous_share() * 100.0,
+        report.persons_undecided
+    );
     assert!(
-        report.persons_ambiguous * 10 <= report.persons,
-        "too many ambiguous persons ({} of {}): the faults hit too many planned silences",
+        report.ambiguous_share() < 0.02,
+        "too many persons left uncompared ({} of {}): see the verdict",
         report.persons_ambiguous,
         report.persons
     );

@@ -79,7 +79,8 @@ impl Span {
 pub struct Faults {
     /// The platform surely received nothing in these spans (merged, disjoint).
     pub certain: Vec<Span>,
-    /// The platform may have been failing in these spans (merged, disjoint).
+    /// The platform may have been failing (or stalling: answers slower than half of
+    /// `outage_after`) in these spans (merged, disjoint).
     pub possible: Vec<Span>,
 }
 
@@ -322,6 +323,416 @@ pub fn expect(
     out
 }
 
+// ---- per-event expectations ------------------------------------------------------------
+
+/// Inclusive bounds `[lo, hi]` of a value the fleet knows only within limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub lo: i64,
+    pub hi: i64,
+}
+
+impl Range {
+    pub const fn exact(v: i64) -> Range {
+        Range { lo: v, hi: v }
+    }
+    pub fn contains(&self, v: i64) -> bool {
+        self.lo <= v && v <= self.hi
+    }
+    fn intersect(self, o: Range) -> Range {
+        Range {
+            lo: self.lo.max(o.lo),
+            hi: self.hi.min(o.hi),
+        }
+    }
+}
+
+/// How an expected event's figures relate to the event before it (exact: both come from the
+/// same processor state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// Nothing beyond its own bounds.
+    None,
+    /// The person's first contact: `last_contact_at == at` and no outage excluded.
+    First,
+    /// The same silence as the event before (a deadline after a notice, or the contact that
+    /// ended it): the same `last_contact_at`, and neither `at` nor the excluded outage smaller.
+    SameSilence,
+    /// The same contact as the event before (`address_changed` after `resumed`): `at`,
+    /// `last_contact_at` and the excluded outage all equal.
+    SameContact,
+}
+
+/// What the fleet knows about one event the processor must emit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSpec {
+    pub kind: EventKind,
+    /// Bounds of `at`.
+    pub at: Range,
+    /// Bounds of `last_contact_at`.
+    pub last_contact_at: Range,
+    /// Bounds of `excluded_outage_ms`.
+    pub excluded: Range,
+    /// The address the event carries (`None`: it carries none).
+    pub address: Option<String>,
+    /// A deadline event: `at == last_contact_at + offset + excluded_outage_ms` exactly
+    /// (`offset` = `notice_after`, or `deregister_after + 1`).
+    pub offset: Option<i64>,
+    /// A contact event that ends a silence: the silence the processor measured,
+    /// `at - last_contact_at - excluded_outage_ms`, lies here (it decided the outcome by it).
+    pub silence: Option<Range>,
+    pub relation: Relation,
+    /// Index of the contact that triggered the event, or that began the silence it reports.
+    pub contact: usize,
+}
+
+/// One history the processor may have produced: `must`, then a prefix of `may` (deadlines too
+/// close to the moment the verifier looks).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Alternative {
+    pub must: Vec<EventSpec>,
+    pub may: Vec<EventSpec>,
+    /// The outcomes the fleet could not tell that this alternative chose (for reading failures).
+    pub choices: Vec<String>,
+}
+
+/// The histories a person may have: one unless a silence ended too close to a threshold for
+/// the fleet to tell the outcome; then each possible outcome is an alternative, and each is
+/// checked field by field, so such a person is still verified (the processor's own figures must
+/// justify the outcome it chose: see [`EventSpec::silence`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Alternatives {
+    pub alternatives: Vec<Alternative>,
+    /// Set when the person cannot be checked at all (see [`MAX_ALTERNATIVES`]).
+    pub ambiguous: Option<String>,
+    /// How many silences had an outcome the fleet could not tell.
+    pub undecided: usize,
+}
+
+/// More undecided outcomes than this many histories make the person ambiguous (not compared).
+/// A person needs 6+ undecided silences for that: never seen.
+pub const MAX_ALTERNATIVES: usize = 64;
+
+impl Faults {
+    /// Bounds of the outage the processor excludes between a person's contact stamped in
+    /// `prev` and the next one stamped in `next`. At least every certain span that lies after
+    /// the latest stamp of `prev` and before the earliest of `next` (minus the last tick of its
+    /// gap); at most everything that may have failed between the earliest and the latest.
+    pub fn excluded_between(&self, prev: &Contact, next: &Contact, p: &Policy) -> Range {
+        Range {
+            lo: self.excluded_min(prev.hi, next.lo, p),
+            hi: self.excluded_max(prev.lo, next.hi),
+        }
+    }
+
+    /// Bounds of the outage excluded from a silence that began with a contact stamped in
+    /// `prev`, up to the moment its deadline `offset` ms of virtual time later is reached.
+    ///
+    /// - At least: each certain span after `prev.hi` that the deadline surely had not reached
+    ///   when it began (the silence up to it, even with only the certain exclusions before it,
+    ///   is shorter than `offset`): its whole gap counts, minus the gap's last tick.
+    /// - At most: every span that may have failed from `prev.lo` on, as long as it begins
+    ///   before the latest moment the deadline can fall on (which each such span pushes out by
+    ///   its own length): an excluded gap always begins before the event's `at`.
+    pub fn excluded_until_deadline(&self, prev: &Contact, offset: i64, p: &Policy) -> Range {
+        let mut lo = 0;
+        for s in &self.certain {
+            if s.from < prev.hi || s.to - s.from <= p.outage_after_ms {
+                continue;
+            }
+            if (s.from - prev.lo) - lo < offset {
+                lo += s.to - s.from - p.tick_ms;
+            } else {
+                break;
+            }
+        }
+        let all = merge(
+            self.certain
+                .iter()
+                .chain(self.possible.iter())
+                .copied()
+                .collect(),
+            0,
+        );
+        let (mut hi, mut end) = (0, prev.hi + offset);
+        for s in all.iter().filter(|s| s.to > prev.lo) {
+            if s.from >= end {
+                break;
+            }
+            let add = s.to - s.from.max(prev.lo);
+            hi += add;
+            end += add;
+        }
+        Range { lo: lo.max(0), hi }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Branch {
+    state: State,
+    alt: Alternative,
+}
+
+/// Every history a person with these contacts (in acknowledgement order) may have, each with
+/// the bounds of every field of every event. See the module docs for the reasoning; the
+/// per-field bounds are documented on [`Faults::excluded_between`],
+/// [`Faults::excluded_until_deadline`] and in [`super::verify`].
+pub fn alternatives(
+    contacts: &[Contact],
+    faults: &Faults,
+    p: &Policy,
+    horizon: Option<Horizon>,
+) -> Alternatives {
+    let mut branches = vec![Branch {
+        state: State::Unknown,
+        alt: Alternative::default(),
+    }];
+    let mut undecided = 0;
+    let deadline = |kind, pc: &Contact, i: usize, address: &str, relation| {
+        let offset = match kind {
+            EventKind::SilenceNotice => p.notice_ms,
+            _ => p.deregister_ms + 1,
+        };
+        let excluded = faults.excluded_until_deadline(pc, offset, p);
+        EventSpec {
+            kind,
+            at: Range {
+                lo: pc.lo + offset + excluded.lo,
+                hi: pc.hi + offset + excluded.hi,
+            },
+            last_contact_at: Range {
+                lo: pc.lo,
+                hi: pc.hi,
+            },
+            excluded,
+            address: Some(address.to_string()),
+            offset: Some(offset),
+            silence: None,
+            relation,
+            contact: i,
+        }
+    };
+    for (i, c) in contacts.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|j| (j, &contacts[j]));
+        let mut next = Vec::with_capacity(branches.len());
+        for b in branches {
+            // A contact event of `c`: after `pc`, or the person's first.
+            let contact_event = |kind, address: Option<&str>, silence, relation| match prev {
+                Some((_, pc)) => EventSpec {
+                    kind,
+                    at: Range { lo: c.lo, hi: c.hi },
+                    last_contact_at: Range {
+                        lo: pc.lo,
+                        hi: pc.hi,
+                    },
+                    excluded: faults.excluded_between(pc, c, p),
+                    address: address.map(str::to_string),
+                    offset: None,
+                    silence,
+                    relation,
+                    contact: i,
+                },
+                None => EventSpec {
+                    kind,
+                    at: Range { lo: c.lo, hi: c.hi },
+                    last_contact_at: Range { lo: c.lo, hi: c.hi },
+                    excluded: Range::exact(0),
+                    address: address.map(str::to_string),
+                    offset: None,
+                    silence: None,
+                    relation: Relation::First,
+                    contact: i,
+                },
+            };
+            if let (Some((j, pc)), State::Registered { address }) = (prev, &b.state) {
+                let (eff_lo, eff_hi) = faults.silence((pc.lo, pc.hi), (c.lo, c.hi), p);
+                let measured = Range {
+                    lo: eff_lo,
+                    hi: eff_hi,
+                };
+                // The outcomes this silence may have had: 0 nothing, 1 notice (then resumed),
+                // 2 notice and deregistration.
+                let mut outcomes = Vec::new();
+                if eff_lo < p.notice_ms {
+                    outcomes.push(0);
+                }
+                if eff_hi >= p.notice_ms && eff_lo <= p.deregister_ms {
+                    outcomes.push(1);
+                }
+                if eff_hi > p.deregister_ms {
+                    outcomes.push(2);
+                }
+                if outcomes.len() > 1 {
+                    undecided += 1;
+                }
+                for &o in &outcomes {
+                    let mut nb = b.clone();
+                    if outcomes.len() > 1 {
+                        nb.alt.choices.push(format!(
+                            "silence of {eff_lo}..{eff_hi} ms ending with contact {i}: {}",
+                            ["nothing", "notice", "deregistration"][o]
+                        ));
+                    }
+                    let a = address.clone();
+                    match o {
+                        0 => {
+                            if let Some(new) = c.address.as_ref().filter(|n| **n != a) {
+                                let silence = measured.intersect(Range {
+                                    lo: 0,
+                                    hi: p.notice_ms - 1,
+                                });
+                                nb.alt.must.push(contact_event(
+                                    EventKind::AddressChanged,
+                                    Some(new),
+                                    Some(silence),
+                                    Relation::None,
+                                ));
+                                nb.state = State::Registered {
+                                    address: new.clone(),
+                                };
+                            }
+                        }
+                        1 => {
+                            nb.alt.must.push(deadline(
+                                EventKind::SilenceNotice,
+                                pc,
+                                j,
+                                &a,
+                                Relation::None,
+                            ));
+                            let silence = measured.intersect(Range {
+                                lo: p.notice_ms,
+                                hi: p.deregister_ms,
+                            });
+                            nb.alt.must.push(contact_event(
+                                EventKind::Resumed,
+                                Some(&a),
+                                Some(silence),
+                                Relation::SameSilence,
+                            ));
+                            if let Some(new) = c.address.as_ref().filter(|n| **n != a) {
+                                nb.alt.must.push(contact_event(
+                                    EventKind::AddressChanged,
+                                    Some(new),
+                                    Some(silence),
+                                    Relation::SameContact,
+                                ));
+                                nb.state = State::Registered {
+                                    address: new.clone(),
+                                };
+                            }
+                        }
+                        _ => {
+                            nb.alt.must.push(deadline(
+                                EventKind::SilenceNotice,
+                                pc,
+                                j,
+                                &a,
+                                Relation::None,
+                            ));
+                            nb.alt.must.push(deadline(
+                                EventKind::Deregistered,
+                                pc,
+                                j,
+                                &a,
+                                Relation::SameSilence,
+                            ));
+                            let silence = measured.intersect(Range {
+                                lo: p.deregister_ms + 1,
+                                hi: i64::MAX,
+                            });
+                            // Now not registered: the contact itself, as below.
+                            let (kind, address) = match &c.address {
+                                Some(new) => (EventKind::Registered, Some(new.as_str())),
+                                None => (EventKind::UnregisteredContact, None),
+                            };
+                            nb.alt.must.push(contact_event(
+                                kind,
+                                address,
+                                Some(silence),
+                                Relation::SameSilence,
+                            ));
+                            nb.state = match &c.address {
+                                Some(new) => State::Registered {
+                                    address: new.clone(),
+                                },
+                                None => State::Unregistered { sent: true },
+                            };
+                        }
+                    }
+                    next.push(nb);
+                }
+                continue;
+            }
+            let mut nb = b;
+            nb.state = match (&nb.state, &c.address) {
+                (State::Unknown | State::Unregistered { .. }, Some(a)) => {
+                    nb.alt.must.push(contact_event(
+                        EventKind::Registered,
+                        Some(a),
+                        None,
+                        Relation::None,
+                    ));
+                    State::Registered { address: a.clone() }
+                }
+                (State::Unknown | State::Unregistered { sent: false }, None) => {
+                    nb.alt.must.push(contact_event(
+                        EventKind::UnregisteredContact,
+                        None,
+                        None,
+                        Relation::None,
+                    ));
+                    State::Unregistered { sent: true }
+                }
+                (s, _) => s.clone(),
+            };
+            next.push(nb);
+        }
+        branches = next;
+        if branches.len() > MAX_ALTERNATIVES {
+            return Alternatives {
+                alternatives: Vec::new(),
+                ambiguous: Some(format!(
+                    "{undecided} silences too close to a threshold to tell (more than \
+                     {MAX_ALTERNATIVES} possible histories)"
+                )),
+                undecided,
+            };
+        }
+    }
+    // The last silence, up to the horizon.
+    if let (Some(h), Some(last)) = (horizon, contacts.len().checked_sub(1)) {
+        let pc = &contacts[last];
+        for b in &mut branches {
+            let State::Registered { address } = &b.state else {
+                continue;
+            };
+            let (eff_lo, eff_hi) = faults.silence((pc.lo, pc.hi), (h.must, h.may), p);
+            for (threshold, inclusive, kind, relation) in [
+                (p.notice_ms, true, EventKind::SilenceNotice, Relation::None),
+                (
+                    p.deregister_ms,
+                    false,
+                    EventKind::Deregistered,
+                    Relation::SameSilence,
+                ),
+            ] {
+                let spec = deadline(kind, pc, last, address, relation);
+                match crossed(eff_lo, eff_hi, threshold, inclusive) {
+                    Outcome::Certain(true) if b.alt.may.is_empty() => b.alt.must.push(spec),
+                    Outcome::Certain(false) => break,
+                    _ => b.alt.may.push(spec),
+                }
+            }
+        }
+    }
+    Alternatives {
+        alternatives: branches.into_iter().map(|b| b.alt).collect(),
+        ambiguous: None,
+        undecided,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,7 +959,7 @@ mod tests {
         assert_eq!(e.must, vec![Registered]);
     }
 
-    use proptest::prelude::{Just, prop_oneof};
+    use proptest::prelude::{Just, Strategy, prop_oneof};
 
     proptest::proptest! {
         /// The bounds contain the silence the real detector measures, for stamps anywhere in
@@ -635,6 +1046,43 @@ mod tests {
                 lo <= truth && truth <= hi,
                 "silence {truth} outside [{lo}, {hi}]; outages {spans:?}, faults {faults:?}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The per-event model and the kinds-only one agree: one history with the same kinds
+        /// when the outcome is certain, several when `expect` calls the person ambiguous.
+        #[test]
+        fn alternatives_agree_with_expect(
+            steps in proptest::collection::vec(
+                (0i64..30_000, 0i64..2500, prop_oneof![3 => Just(None), 1 => (0u8..3).prop_map(Some)]),
+                1..12,
+            ),
+            outage in proptest::option::of((0i64..100_000, 2500i64..20_000)),
+            look in 0i64..40_000,
+        ) {
+            let mut cs = Vec::new();
+            let mut t = 0;
+            for (gap, width, a) in steps {
+                t += gap;
+                cs.push(Contact { lo: t, hi: t + width, address: a.map(|a| format!("A{a}")) });
+                t += width;
+            }
+            let failures = outage.map_or_else(Vec::new, |(a, len)| refused(a, a + len));
+            let f = Faults::from_failures(&failures, 1000, 250);
+            let h = Horizon { must: t + look, may: t + look + 3000 };
+            let old = expect(&cs, &f, &P, Some(h));
+            let new = alternatives(&cs, &f, &P, Some(h));
+            proptest::prop_assert!(new.ambiguous.is_none());
+            if old.ambiguous.is_none() {
+                proptest::prop_assert_eq!(new.alternatives.len(), 1);
+                let a = &new.alternatives[0];
+                let kinds = |v: &[EventSpec]| v.iter().map(|s| s.kind).collect::<Vec<_>>();
+                proptest::prop_assert_eq!((kinds(&a.must), kinds(&a.may)), (old.must, old.may));
+                proptest::prop_assert_eq!(new.undecided, 0);
+            } else {
+                proptest::prop_assert!(new.alternatives.len() > 1 && new.undecided > 0);
+            }
         }
     }
 

@@ -266,6 +266,20 @@ impl Person {
                 Ok(r) if r.status().as_u16() == 202 => {
                     self.sh.status("202");
                     self.sh.c.acked_requests.fetch_add(1, Relaxed);
+                    // A slow answer is a platform that stalled: if every request of a partition
+                    // waits like this one (all persons retrying together after an outage) and
+                    // ticks wait for their acknowledgements, stream time can jump by more than
+                    // `outage_after` with nothing failing, and the processor excludes that gap.
+                    // Such a gap is covered by answers slower than half of `outage_after`, so
+                    // those count as spans where the platform may have been failing.
+                    let ack = now_millis();
+                    if ack - sent > self.sh.cfg.policy.outage_after_ms / 2 {
+                        self.sh.failures.lock().unwrap().push(Failure {
+                            sent,
+                            failed: ack,
+                            immediate: false,
+                        });
+                    }
                     let address = match body {
                         Body::Registration(a) => Some(a.clone()),
                         Body::Pings(_) => None,
