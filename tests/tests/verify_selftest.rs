@@ -36,6 +36,7 @@ fn event(
         deregister_after_ms: P.deregister_ms,
         excluded_outage_ms,
         address: address.map(str::to_string),
+        seq: None,
     }
 }
 

@@ -150,8 +150,11 @@ fn rank(k: EventKind) -> u8 {
         EventKind::SilenceNotice => 0,
         EventKind::Deregistered => 1,
         EventKind::Resumed => 2,
-        EventKind::Registered | EventKind::UnregisteredContact => 3,
-        EventKind::AddressChanged => 4,
+        // A ping's unregistered_contact, then a registration in the same millisecond (the
+        // legacy order of sink/migrations/0004_event_sequence.sql).
+        EventKind::UnregisteredContact => 3,
+        EventKind::Registered => 4,
+        EventKind::AddressChanged => 5,
     }
 }
 
@@ -171,6 +174,7 @@ fn person_event(
     deregister_after_ms: i64,
     excluded_outage_ms: i64,
     address: Option<String>,
+    seq: Option<u32>,
 ) -> PersonEvent {
     PersonEvent {
         event_id,
@@ -182,6 +186,7 @@ fn person_event(
         deregister_after_ms,
         excluded_outage_ms,
         address,
+        seq,
     }
 }
 
@@ -203,6 +208,7 @@ fn event_from_row(row: &[String]) -> Result<PersonEvent> {
         num(6)?,
         num(7)?,
         (field(8)? == "0").then(|| field(9).unwrap_or_default().to_string()),
+        u32::try_from(num(10)?).ok(),
     ))
 }
 
@@ -299,7 +305,7 @@ async fn check(truth: &Truth, ch: &ClickHouse, opts: &Options) -> Result<Report>
     let ev = tsv(
         ch,
         "SELECT event_id, person_id, kind, at_ms, last_contact_at_ms, notice_after_ms, \
-         deregister_after_ms, excluded_outage_ms, isNull(address), ifNull(address, '') \
+         deregister_after_ms, excluded_outage_ms, isNull(address), ifNull(address, ''), seq \
          FROM person_events FINAL",
     )
     .await?;
@@ -453,12 +459,19 @@ pub enum PersonVerdict {
     Wrong(Vec<String>),
 }
 
-/// Orders a person's events as the processor emits them: by `at`, then, within one
-/// millisecond, deadlines before the contact that follows them and `resumed` before
-/// `address_changed`.
+/// Orders a person's events as the processor emitted them: by `at`, then by `seq` (the
+/// order `person_status` uses); events without one (hand-built in tests, or written before
+/// `seq` existed) by the order the processor emits kinds in within one millisecond:
+/// deadlines before the contact that follows them and `resumed` before `address_changed`.
 pub fn sort_events(events: &mut [PersonEvent]) {
     events.sort_by(|a, b| {
-        (a.at, rank(a.kind), a.kind, &a.event_id).cmp(&(b.at, rank(b.kind), b.kind, &b.event_id))
+        (a.at, a.seq, rank(a.kind), a.kind, &a.event_id).cmp(&(
+            b.at,
+            b.seq,
+            rank(b.kind),
+            b.kind,
+            &b.event_id,
+        ))
     });
 }
 
