@@ -211,9 +211,21 @@ fn committed_offset(cfg: &Config) -> Option<i64> {
     }
 }
 
+/// The bad records of a stream: `(offset, payload)`.
+type BadAt = Vec<(i64, Vec<u8>)>;
+
+/// What the dead-letter scenario leaves: its namespace and config, the bad records, and the
+/// committed dead letters.
+struct Scenario {
+    ns: Namespace,
+    cfg: Config,
+    bad_at: BadAt,
+    dead: Vec<DeadLetter>,
+}
+
 /// The stream of the dead-letter test: registrations, pings and ticks of [`PERSONS`]
 /// persons with the bad records interleaved; `(payloads, offsets of the bad records)`.
-fn dead_letter_stream() -> (Vec<Vec<u8>>, Vec<(i64, Vec<u8>)>) {
+fn dead_letter_stream() -> (Vec<Vec<u8>>, BadAt) {
     let bad = bad_records();
     let mut out = Vec::new();
     let mut bad_at = Vec::new();
@@ -247,15 +259,8 @@ fn dead_letter_stream() -> (Vec<Vec<u8>>, Vec<(i64, Vec<u8>)>) {
     (out, bad_at)
 }
 
-/// Runs the dead-letter scenario; returns the config, the stream, the bad records and the
-/// committed dead letters.
-async fn dead_letter_scenario() -> (
-    Namespace,
-    Config,
-    Vec<Vec<u8>>,
-    Vec<(i64, Vec<u8>)>,
-    Vec<DeadLetter>,
-) {
+/// Runs the dead-letter scenario (see the module docs).
+async fn dead_letter_scenario() -> Scenario {
     inproc::init_logging("warn");
     let ns = Namespace::new("proc_dead_letters", 1);
     let cfg = config(&ns);
@@ -347,12 +352,22 @@ async fn dead_letter_scenario() -> (
         .iter()
         .map(|m| m.json())
         .collect();
-    (ns, cfg, records, bad_at, dead)
+    Scenario {
+        ns,
+        cfg,
+        bad_at,
+        dead,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_contacts_are_dead_lettered_once_in_the_same_transaction() {
-    let (ns, cfg, _records, bad_at, dead) = dead_letter_scenario().await;
+    let Scenario {
+        ns,
+        cfg,
+        bad_at,
+        dead,
+    } = dead_letter_scenario().await;
     let mut got: Vec<(i64, String)> = Vec::new();
     for d in &dead {
         assert_eq!(d.stage, "processor");
@@ -400,7 +415,7 @@ async fn undecodable_contacts_are_dead_lettered_once_in_the_same_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "TODO(issue 15): fails until DecodeError.detail is sanitized in common/src/codec/mod.rs"]
 async fn dead_letter_reasons_carry_no_value_of_the_record() {
-    let (ns, _cfg, _records, _bad_at, dead) = dead_letter_scenario().await;
+    let Scenario { ns, dead, .. } = dead_letter_scenario().await;
     let leaks: Vec<&str> = dead
         .iter()
         .map(|d| d.reason.as_str())
