@@ -19,7 +19,7 @@
 //! partition's assignment is skipped, like one of a partition no longer owned.
 //!
 //! # Re-published records
-//! A record carrying the [`REPLAY_HEADER`] (a repaired dead letter an operator put back) ends
+//! A record carrying the [`REPLAY_HEADER`](common::record::REPLAY_HEADER) (a repaired dead letter an operator put back) ends
 //! a run like an undecodable one and is committed without being applied: its `received_at`
 //! is old, and applying it at today's stream time could emit a `resumed` that never happened.
 //!
@@ -38,7 +38,7 @@ use super::txn::{self, send};
 use crate::detector::Detector;
 use common::config::Config;
 use common::lifecycle::Shutdown;
-use common::record::{ContactRef, DeadLetter, PersonEvent, REPLAY_HEADER, now_millis};
+use common::record::{ContactRef, DeadLetter, PersonEvent, now_millis};
 use common::telemetry::Readiness;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -585,10 +585,13 @@ fn wait_refusing(shutdown: &Shutdown) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Whether `m` carries the [`REPLAY_HEADER`] (any value).
+/// Whether `m` carries the [`REPLAY_HEADER`](common::record::REPLAY_HEADER) (any value).
 fn is_replay(m: &BorrowedMessage<'_>) -> bool {
     m.headers().is_some_and(|h| {
-        (0..h.count()).any(|i| h.try_get(i).is_some_and(|x| x.key == REPLAY_HEADER))
+        (0..h.count()).any(|i| {
+            h.try_get(i)
+                .is_some_and(|x| x.key == common::record::REPLAY_HEADER)
+        })
     })
 }
 
