@@ -19,9 +19,10 @@
 //! partition's assignment is skipped, like one of a partition no longer owned.
 //!
 //! # Re-published records
-//! A record carrying the [`REPLAY_HEADER`](common::record::REPLAY_HEADER) (a repaired dead letter an operator put back) ends
-//! a run like an undecodable one and is committed without being applied: its `received_at`
-//! is old, and applying it at today's stream time could emit a `resumed` that never happened.
+//! A record carrying the [`REPLAY_HEADER`](common::record::REPLAY_HEADER) (a repaired dead
+//! letter an operator put back) ends a run like an undecodable one and is committed without
+//! being applied: its `received_at` is old, and applying it at today's stream time could emit
+//! a `resumed` that never happened.
 //!
 //! # Partition counts
 //! The [`Guard`] checks the contacts and changelog partition counts at start-up (before any
