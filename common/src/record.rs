@@ -434,6 +434,13 @@ pub struct DeadLetter {
     pub at: Millis,
 }
 
+/// Kafka header an operator sets on a contact re-published to `kafka.contacts_topic` (a
+/// repaired dead letter): value `1`. The processor commits such a record without applying
+/// it (no event, no state change; counted in `lastseen_processor_replays_skipped_total`),
+/// because its old `received_at` would count as a contact at today's stream time and could
+/// emit a `resumed` that never happened. The sink stores it like any other record.
+pub const REPLAY_HEADER: &str = "lastseen-replay";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,15 @@
 //! A request's records are enqueued with one librdkafka call ([`native`]); the request's
 //! [`Batch`] owns their bytes until the last delivery report. They all share one key (the
 //! person), so their partition is chosen once per request, by librdkafka's default
-//! partitioner's function ([`partition`]) over the partition count the tick task's probe keeps
-//! current.
+//! partitioner's function ([`partition`]) over the partition count the first probe saw.
+//!
+//! That count is pinned: changelog partition `i` holds the processor's state of contacts
+//! partition `i`, and a new count moves persons to other partitions without their state. So
+//! when a later probe sees another count, ingest does not follow it (librdkafka's own
+//! partitioner would): every request answers 503 ([`ProduceError::PartitionsChanged`]), ticks
+//! stop (so the refusal is an outage for the detector, not silence), readiness is false and
+//! `lastseen_ingest_partition_mismatch` is 1 until ingest is restarted after the procedure in
+//! docs/OPERATIONS.md ("Repartitioning the contacts topic safely").
 
 #[allow(unsafe_code)]
 pub mod native;
@@ -39,6 +46,10 @@ pub enum ProduceError {
     /// Kafka rejected or failed a record.
     #[error("kafka error: {0}")]
     Kafka(String),
+    /// The contacts topic's partition count is no longer the one ingest started with;
+    /// nothing was sent (see the module docs).
+    #[error("contacts partition count changed")]
+    PartitionsChanged,
 }
 
 impl ProduceError {
@@ -49,6 +60,7 @@ impl ProduceError {
             ProduceError::QueueFull => "queue_full",
             ProduceError::Timeout => "timeout",
             ProduceError::Kafka(_) => "kafka",
+            ProduceError::PartitionsChanged => "partitions_changed",
         }
     }
     /// All produce failures are transient from the client's point of view.
@@ -273,9 +285,11 @@ pub struct Kafka {
     health: Arc<Health>,
     topic: String,
     produce_timeout: Duration,
-    /// The contacts topic's partition count from the latest successful [`Kafka::probe`];
-    /// 0 while unknown (then librdkafka partitions each record itself).
+    /// The contacts topic's partition count from the first successful [`Kafka::probe`], never
+    /// changed after; 0 while unknown (then librdkafka partitions each record itself).
     partitions: AtomicI32,
+    /// The different count a later probe saw (0: none): requests are refused from then on.
+    changed_to: AtomicI32,
     /// Whether the configured partitioner is the one [`partition::consistent`] computes; when
     /// not, requests always leave partitioning to librdkafka.
     computes_partition: bool,
@@ -316,17 +330,27 @@ impl Kafka {
             topic: config.kafka.contacts_topic.clone(),
             produce_timeout: config.ingest.produce_timeout,
             partitions: AtomicI32::new(0),
+            changed_to: AtomicI32::new(0),
             computes_partition,
         })
     }
 
-    /// The contacts topic's partition count as last probed (0: not yet known).
+    /// The contacts topic's partition count that requests are partitioned over: the one the
+    /// first probe saw (0: not yet known).
     pub fn partitions(&self) -> i32 {
         self.partitions.load(Ordering::Relaxed)
     }
 
-    /// Sets the partition count requests are partitioned over, as if a probe had seen
-    /// `partitions` (0: unknown). For tests; the tick task's probe overwrites it.
+    /// `Some((pinned, seen))` once a probe saw a count other than the pinned one.
+    pub fn partition_change(&self) -> Option<(i32, i32)> {
+        match self.changed_to.load(Ordering::Acquire) {
+            0 => None,
+            seen => Some((self.partitions(), seen)),
+        }
+    }
+
+    /// Sets the partition count requests are partitioned over, as if the first probe had seen
+    /// `partitions` (0: unknown). For tests.
     #[doc(hidden)]
     pub fn assume_partitions(&self, partitions: i32) {
         self.partitions.store(partitions, Ordering::Relaxed);
@@ -350,33 +374,33 @@ impl Kafka {
     /// `Ok` means every record is durable; any error means the client must retry (some
     /// records may have been written: duplicates are fine, downstream deduplicates).
     pub async fn send_all(&self, records: Records) -> Result<(), ProduceError> {
+        if self.partition_change().is_some() {
+            return Err(ProduceError::PartitionsChanged);
+        }
         if !self.health.is_up() {
             return Err(ProduceError::Unreachable);
         }
         let partition = self.partition_for(&records);
         let batch = Batch::of(records);
-        let mut enqueued = self.producer.enqueue_to(&batch, 0, partition);
-        let unknown = matches!(
-            enqueued,
-            Err(NotEnqueued {
-                code: RDKafkaErrorCode::UnknownPartition,
-                first: 0,
-                ..
-            })
-        );
-        if unknown && partition != partition::UNASSIGNED {
-            // Our probe saw more partitions than librdkafka's metadata has yet (partitions were
-            // added), or the topic was recreated smaller since the probe: nothing was enqueued,
-            // so let librdkafka's partitioner choose among the partitions it knows. Either way
-            // the partition count changed, which moves keys to other partitions with
-            // librdkafka's own partitioner too.
-            enqueued = self.producer.enqueue_to(&batch, 0, partition::UNASSIGNED);
-        }
-        if let Err(NotEnqueued { failed, code, .. }) = enqueued {
+        if let Err(NotEnqueued {
+            failed,
+            code,
+            first,
+            ..
+        }) = self.producer.enqueue_to(&batch, 0, partition)
+        {
             // Records not enqueued will never be reported; the client retries all.
             batch.complete(failed, None);
             return Err(match code {
                 RDKafkaErrorCode::QueueFull => ProduceError::QueueFull,
+                // The pinned partition does not exist (the topic was recreated with fewer
+                // partitions): a count change; nothing was enqueued, and the next probe
+                // records it. Never left to librdkafka's partitioner, which would follow it.
+                RDKafkaErrorCode::UnknownPartition
+                    if first == 0 && partition != partition::UNASSIGNED =>
+                {
+                    ProduceError::PartitionsChanged
+                }
                 c => ProduceError::Kafka(c.to_string()),
             });
         }
@@ -420,13 +444,19 @@ impl Kafka {
         if n == 0 {
             return Err("contacts topic has no partitions".into());
         }
-        // Requests' partitions follow this count from now on. A changed count moves keys to
-        // other partitions, exactly as it does with librdkafka's partitioner; while the two
-        // counts disagree (between librdkafka's metadata refresh and this probe, at most a
-        // tick interval), a request may land on the partition the other count picks, always
-        // a valid one (see `send_all`).
-        self.partitions.store(n, Ordering::Relaxed);
-        Ok(n)
+        // The first count is pinned; another one later is recorded and refuses requests (see
+        // the module docs). Between the change and this probe (at most a tick interval)
+        // requests still go to the partition the pinned count picks, which exists: a topic's
+        // partitions are only ever added.
+        if let Err(pinned) =
+            self.partitions
+                .compare_exchange(0, n, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            if pinned != n {
+                self.changed_to.store(n, Ordering::Release);
+            }
+        }
+        Ok(self.partitions())
     }
 
     /// Enqueues one tick into each of `partitions` partitions; the returned batch completes
@@ -514,6 +544,23 @@ pub async fn tick_loop(
             .await
             .unwrap_or_else(|e| Err(format!("probe panicked: {e}")));
         let partitions = match probe {
+            Ok(_) if kafka.partition_change().is_some() => {
+                let (pinned, seen) = kafka.partition_change().unwrap_or_default();
+                if metrics.partition_mismatch.get() == 0 {
+                    tracing::error!(
+                        pinned,
+                        seen,
+                        "REFUSING REQUESTS: the contacts topic had {pinned} partitions at start-up \
+                         and now has {seen}; ingest does not follow a new count (persons would \
+                         move away from their state). Ticks stopped; requests get 503. See \
+                         docs/OPERATIONS.md#repartitioning-the-contacts-topic-safely"
+                    );
+                }
+                metrics.partition_mismatch.set(1);
+                ready.set(false);
+                last = None;
+                continue;
+            }
             Ok(n) => n,
             Err(reason) => {
                 if kafka.health.is_up() || ready.get() {

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub produce_errors: IntCounterVec,
     /// `lastseen_ingest_kafka_up`: 1 while the broker answers and the topic exists.
     pub kafka_up: IntGauge,
+    /// `lastseen_ingest_partition_mismatch`: 1 once the contacts topic's partition count
+    /// differs from the one at start-up (requests refused until restart).
+    pub partition_mismatch: IntGauge,
 }
 
 impl Metrics {
@@ -82,6 +85,11 @@ impl Metrics {
         .expect("metric");
         let kafka_up = IntGauge::new("lastseen_ingest_kafka_up", "1 while Kafka is reachable")
             .expect("metric");
+        let partition_mismatch = IntGauge::new(
+            "lastseen_ingest_partition_mismatch",
+            "1 once the contacts topic's partition count differs from the one at start-up; requests get 503",
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(records.clone()),
@@ -91,6 +99,7 @@ impl Metrics {
             Box::new(ticks_skipped.clone()),
             Box::new(produce_errors.clone()),
             Box::new(kafka_up.clone()),
+            Box::new(partition_mismatch.clone()),
         ] {
             registry.register(c).expect("register metric");
         }
@@ -104,6 +113,7 @@ impl Metrics {
             ticks_skipped,
             produce_errors,
             kafka_up,
+            partition_mismatch,
         }
     }
 }

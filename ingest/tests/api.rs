@@ -340,3 +340,61 @@ async fn openapi_document_is_served() {
     );
     ingest.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_partition_count_is_refused_with_503_and_never_followed() {
+    let (topic, cfg) = inproc::ingest_topic("repartitioned", 2).await;
+    let ingest = inproc::ingest(cfg).await;
+    ingest.wait_ready(Duration::from_secs(20)).await;
+    let body = || json!({"pings":[{"ts": now_millis(), "lat": 1, "lon": 2}]}).to_string();
+    let token = testkit::token("person-r", "dev-r");
+    let r = http::post(&ingest.url, "/v1/pings", Some(&token), body()).await;
+    assert_eq!(r.status(), 202);
+
+    let admin = kafka::Admin::test().client().expect("admin");
+    for r in admin
+        .create_partitions(
+            &[rdkafka::admin::NewPartitions::new(&topic, 3)],
+            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create partitions")
+    {
+        r.expect("partitions added");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while http::metric(&ingest.url, "lastseen_ingest_partition_mismatch").await != 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mismatch never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = http::get(&format!("{}/readyz", ingest.url)).await.unwrap();
+    assert_eq!(status, 503, "not ready while refusing");
+    let r = http::post(&ingest.url, "/v1/pings", Some(&token), body()).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "unavailable");
+    assert_eq!(
+        http::metric(
+            &ingest.url,
+            r#"lastseen_ingest_produce_errors_total{reason="partitions_changed"}"#
+        )
+        .await,
+        1.0
+    );
+    // Ticks stopped too: nothing ever reaches the new partition, and after a few tick
+    // intervals nothing more reaches the old ones either.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let t = topic.clone();
+    let first = kafka::contacts_until(&t, Duration::from_secs(3), |_| false).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let later = kafka::contacts_until(&t, Duration::from_secs(3), |_| false).await;
+    assert!(
+        first.iter().all(|r| r.partition < 2),
+        "the new partition gets nothing"
+    );
+    assert_eq!(first.len(), later.len(), "no ticks while refusing");
+    ingest.stop().await.unwrap();
+    kafka::delete_topics(&[&topic]).await.unwrap();
+}

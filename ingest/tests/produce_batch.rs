@@ -5,9 +5,9 @@
 //! the records' bytes; `Kafka::send_all` maps a full queue and a dead broker to errors (503).
 //!
 //! The explicit partition (`enqueue_to`, and `send_all` after a probe) is the one librdkafka's
-//! own partitioner picks on the real broker, for many keys and several partition counts, and
-//! follows a change of the count; a partition librdkafka does not know falls back to its
-//! partitioner.
+//! own partitioner picks on the real broker, for many keys and several partition counts; the
+//! count is the first one probed, and a later change (or a partition librdkafka does not know)
+//! refuses requests instead of following it.
 
 use ingest::kafka::native::{BatchProducer, NotEnqueued, RecordsOwner};
 use ingest::kafka::partition::{UNASSIGNED, consistent};
@@ -450,8 +450,20 @@ fn check_tagged(m: &ByKey, keys: &[Vec<u8>], tag: &str, want: impl Fn(&[u8]) -> 
     }
 }
 
+/// Sends one request of 5 records per key; the results in key order.
+async fn try_requests(kafka: &Kafka, keys: &[Vec<u8>], tag: &str) -> Vec<Result<(), ProduceError>> {
+    let sends = keys.iter().map(|key| {
+        let mut r = Records::default();
+        for i in 0..5 {
+            r.push_raw(key, |b| b.extend_from_slice(format!("{tag}{i}").as_bytes()));
+        }
+        kafka.send_all(r)
+    });
+    futures::future::join_all(sends).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_all_uses_the_probed_count_and_follows_its_change() {
+async fn send_all_pins_the_first_probed_count_and_refuses_a_change() {
     const KEYS: usize = 60;
     let topic = names::unique_topic("send-all-partition");
     kafka::create_topic(&topic, 3).await;
@@ -471,10 +483,12 @@ async fn send_all_uses_the_probed_count_and_follows_its_change() {
     };
     assert_eq!(probe(kafka.clone()).await, Ok(3));
     assert_eq!(kafka.partitions(), 3);
+    assert_eq!(kafka.partition_change(), None);
     send_requests(&kafka, &keys, "b").await;
 
     // Partitions added: until the next probe requests keep the count they know (a valid
-    // partition), then follow the new count like librdkafka's partitioner.
+    // partition); once a probe has seen the new count, every request is refused and nothing
+    // is written: ingest never follows a new count (librdkafka's partitioner would).
     let admin: AdminClient<DefaultClientContext> = kafka::client_config().create().expect("admin");
     for r in admin
         .create_partitions(
@@ -488,49 +502,80 @@ async fn send_all_uses_the_probed_count_and_follows_its_change() {
     }
     send_requests(&kafka, &keys, "c").await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while probe(kafka.clone()).await != Ok(6) {
+    while kafka.partition_change().is_none() {
         assert!(Instant::now() < deadline, "probe never saw 6 partitions");
+        assert_eq!(probe(kafka.clone()).await, Ok(3), "the pinned count");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    send_requests(&kafka, &keys, "d").await;
+    assert_eq!(kafka.partition_change(), Some((3, 6)));
+    assert_eq!(kafka.partitions(), 3);
+    for r in try_requests(&kafka, &keys, "d").await {
+        assert_eq!(r, Err(ProduceError::PartitionsChanged));
+    }
+    assert_eq!(
+        ProduceError::PartitionsChanged.reason(),
+        "partitions_changed"
+    );
 
-    // A count above librdkafka's (as after a topic was recreated smaller): a partition
-    // librdkafka does not know is refused, so its partitioner chooses; still acknowledged.
-    kafka.assume_partitions(64);
+    // A fresh producer that assumes a count above the real one (as after a topic was
+    // recreated smaller): a partition librdkafka does not know is refused as a count change,
+    // never left to librdkafka's partitioner; a partition that exists is used.
+    let fresh = Arc::new(Kafka::new(&config).expect("producer"));
+    fresh.health().set(true);
+    // librdkafka knows the topic's metadata first (as it does after ingest's first probe).
+    assert_eq!(probe(fresh.clone()).await, Ok(6));
+    fresh.assume_partitions(64);
     assert!(keys.iter().any(|k| consistent(k, 64) >= 6));
-    send_requests(&kafka, &keys, "e").await;
+    assert!(keys.iter().any(|k| consistent(k, 64) < 6));
+    for (key, r) in keys.iter().zip(try_requests(&fresh, &keys, "e").await) {
+        if consistent(key, 64) >= 6 {
+            assert_eq!(r, Err(ProduceError::PartitionsChanged), "{key:?}");
+        } else {
+            assert_eq!(r, Ok(()), "{key:?}");
+        }
+    }
     // A count below the real one: a valid partition, the one that count picks.
-    kafka.assume_partitions(2);
-    send_requests(&kafka, &keys, "f").await;
+    fresh.assume_partitions(2);
+    send_requests(&fresh, &keys, "f").await;
 
     let t = topic.clone();
     let k2 = keys.clone();
     tokio::task::spawn_blocking(move || send_reference(&t, &k2))
         .await
         .unwrap();
+    let e_written = keys.iter().filter(|k| consistent(k, 64) < 6).count();
+    let total = KEYS * (4 * 5 + 1) + e_written * 5;
     let t = topic.clone();
-    let read = tokio::task::spawn_blocking(move || read_raw(&t, KEYS * (6 * 5 + 1)))
+    let read = tokio::task::spawn_blocking(move || read_raw(&t, total))
         .await
         .unwrap();
-    assert_eq!(read.len(), KEYS * (6 * 5 + 1));
+    assert_eq!(
+        read.len(),
+        total,
+        "nothing of the refused requests was written"
+    );
     let m = by_key(&read);
     for key in &keys {
         // librdkafka's own choice with 6 partitions.
         assert_eq!(m[key].0, Some(consistent(key, 6)), "reference of {key:?}");
+        assert!(
+            !m[key].1.iter().any(|(_, v)| v.starts_with(b"d")),
+            "refused records are not in Kafka"
+        );
     }
     check_tagged(&m, &keys, "a", |k| consistent(k, 3));
     check_tagged(&m, &keys, "b", |k| consistent(k, 3));
     check_tagged(&m, &keys, "c", |k| consistent(k, 3));
-    check_tagged(&m, &keys, "d", |k| consistent(k, 6));
-    // 64 partitions: where that is one of the 6, that partition; else librdkafka's choice.
-    check_tagged(&m, &keys, "e", |k| match consistent(k, 64) {
-        p if p < 6 => p,
-        _ => consistent(k, 6),
-    });
+    let written: Vec<Vec<u8>> = keys
+        .iter()
+        .filter(|k| consistent(k, 64) < 6)
+        .cloned()
+        .collect();
+    check_tagged(&m, &written, "e", |k| consistent(k, 64));
     check_tagged(&m, &keys, "f", |k| consistent(k, 2));
     assert!(
         keys.iter().any(|k| consistent(k, 3) != consistent(k, 6)),
-        "the count change moved some keys"
+        "the count change would have moved some keys"
     );
     kafka::delete_topics(&[&topic]).await.unwrap();
 }

@@ -10,7 +10,11 @@
 //!   snapshots are the records of [`common::codec::changelog`].
 //! - `service` — the Kafka shell around it (consume, run one detector per partition, produce
 //!   events and changelog exactly once): `core` (the loop, rebalances, records of a poll fed
-//!   to `apply_batch`), `txn` (the transaction), `restore` (a partition from its changelog).
+//!   to `apply_batch`), `txn` (the transaction), `restore` (a partition from its changelog),
+//!   `guard` (the partition-count check).
+//! - [`rekey`] — rebuilding the changelog for a new contacts partition count (the
+//!   `changelog_rekey` binary, step 5 of the repartitioning procedure in docs/OPERATIONS.md).
 
 pub mod detector;
+pub mod rekey;
 pub mod service;

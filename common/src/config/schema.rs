@@ -167,6 +167,11 @@ pub struct ProcessorConfig {
     /// Address of /metrics, /healthz, /readyz.
     #[serde(with = "socket_addr")]
     pub listen: SocketAddr,
+    /// How often the partition counts of the contacts and changelog topics are checked while
+    /// running (they are also checked at start-up and on every assignment). A count that
+    /// differs between the two topics, or from the one first seen, stops processing.
+    #[serde(with = "duration_str")]
+    pub partition_check_interval: Duration,
 }
 
 /// The sink service.

@@ -26,6 +26,20 @@ fn defaults_load_and_match_the_issue() {
         "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
     );
     assert_eq!(c.processor.commit_interval, Duration::from_millis(200));
+    assert_eq!(
+        c.processor.partition_check_interval,
+        Duration::from_secs(10)
+    );
+}
+
+#[test]
+fn a_zero_partition_check_interval_is_a_startup_error() {
+    let mut c = Config::defaults();
+    c.processor.partition_check_interval = Duration::ZERO;
+    assert_eq!(
+        c.validate(),
+        vec!["processor.partition_check_interval: must be greater than zero".to_string()]
+    );
 }
 
 #[test]

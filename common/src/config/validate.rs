@@ -55,6 +55,9 @@ impl Config {
         if self.processor.commit_interval.is_zero() {
             p.push("processor.commit_interval: must be greater than zero".into());
         }
+        if self.processor.partition_check_interval.is_zero() {
+            p.push("processor.partition_check_interval: must be greater than zero".into());
+        }
         if self.sink.catch_up_factor == 0 {
             p.push("sink.catch_up_factor: must be at least 1".into());
         }

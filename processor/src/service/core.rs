@@ -17,8 +17,22 @@
 //! be applied. Each message is tagged with the assignment count after the poll that returned
 //! it, each partition with the assignment that gave it; a message older than its
 //! partition's assignment is skipped, like one of a partition no longer owned.
+//!
+//! # Re-published records
+//! A record carrying the [`REPLAY_HEADER`](common::record::REPLAY_HEADER) (a repaired dead
+//! letter an operator put back) ends a run like an undecodable one and is committed without
+//! being applied: its `received_at` is old, and applying it at today's stream time could emit
+//! a `resumed` that never happened.
+//!
+//! # Partition counts
+//! The [`Guard`] checks the contacts and changelog partition counts at start-up (before any
+//! restore), on every assignment and revoke, and every `processor.partition_check_interval`.
+//! On a mismatch the open transaction is aborted, nothing further is consumed or committed,
+//! `/readyz` answers 503 and `lastseen_processor_partition_mismatch` is 1 until the process
+//! is stopped (see [`super::guard`]).
 
 use super::ServiceError;
+use super::guard::{Guard, Mismatch};
 use super::metrics::{self, Metrics};
 use super::restore::restore;
 use super::txn::{self, send};
@@ -28,7 +42,7 @@ use common::lifecycle::Shutdown;
 use common::record::{ContactRef, DeadLetter, PersonEvent, PersonStatus, now_millis};
 use common::telemetry::Readiness;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -42,6 +56,12 @@ const POLL_BATCH: usize = 1024;
 
 /// How long a turn waits for its first message.
 const POLL_WAIT: Duration = Duration::from_millis(20);
+
+/// Longest one partition-count check may block the loop.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the start-up check waits for the topics' metadata (as long as a restore may take).
+const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One assigned partition.
 #[derive(Debug)]
@@ -69,6 +89,9 @@ pub(super) struct Core {
     /// Records processed and empty polls since the last commit (for the debug log).
     pub(super) processed: u64,
     pub(super) idle_polls: u64,
+    guard: Guard,
+    /// Set once the partition counts are found wrong: nothing is applied or committed after.
+    refused: Option<Mismatch>,
 }
 
 impl std::fmt::Debug for Core {
@@ -100,8 +123,14 @@ impl ConsumerContext for Ctx {
                 let lost = consumer.assignment_lost();
                 tracing::info!(partitions = tpl.count(), lost, "partitions revoked");
                 core.ready.set(false);
-                if lost {
-                    core.abort("assignment lost");
+                // A revoke may be the group reacting to added partitions: what is open is
+                // committed only while the counts are still right.
+                if lost || !core.counts_hold() {
+                    core.abort(if lost {
+                        "assignment lost"
+                    } else {
+                        "partition counts changed"
+                    });
                 } else if let Err(e) = core.commit(consumer) {
                     tracing::warn!(error = %e, "commit on revoke failed; aborting");
                     core.abort("commit on revoke failed");
@@ -128,6 +157,10 @@ impl ConsumerContext for Ctx {
                 "partitions assigned; restoring state"
             );
             core.ready.set(false);
+            // Before any restore: state restored under a changed count would be wrong.
+            if !core.counts_hold() {
+                return;
+            }
             for el in tpl.elements() {
                 let p = el.partition();
                 match restore(&core.cfg, p, &core.metrics) {
@@ -206,8 +239,13 @@ impl Core {
             // copied out of the message.
             run.clear();
             let mut undecodable = None;
+            let mut replayed = None;
             let mut j = i;
             while let Some((m, _)) = burst.get(j).filter(|(m, _)| m.partition() == p) {
+                if is_replay(m) {
+                    replayed = Some(m);
+                    break;
+                }
                 match ContactRef::decode(m.payload().unwrap_or_default()) {
                     Ok(contact) => run.push(contact),
                     Err(e) => {
@@ -226,9 +264,56 @@ impl Core {
                 self.processed_up_to(p, m.offset(), 1);
                 j += 1;
             }
+            if let Some(m) = replayed {
+                // Committed, not applied (see the module docs).
+                self.metrics.replays_skipped.inc();
+                tracing::info!(
+                    partition = p,
+                    offset = m.offset(),
+                    "re-published record skipped"
+                );
+                self.processed_up_to(p, m.offset(), 1);
+                j += 1;
+            }
             i = j;
         }
         Ok(())
+    }
+
+    /// Checks the partition counts now; on a mismatch refuses (see [`Core::refuse`]) and
+    /// returns false. Counts that cannot be fetched are no verdict: true, and the next check
+    /// decides (a broker that does not answer metadata fails the transaction anyway).
+    fn counts_hold(&mut self) -> bool {
+        if self.refused.is_some() {
+            return false;
+        }
+        match self.guard.verify(CHECK_TIMEOUT) {
+            Ok(Ok(_)) => true,
+            Ok(Err(m)) => {
+                self.refuse(m);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "partition counts not checked; checking again later");
+                true
+            }
+        }
+    }
+
+    /// Stops processing for good: aborts the open transaction, reports the mismatch (ERROR
+    /// log, gauge, readiness).
+    fn refuse(&mut self, m: Mismatch) {
+        if self.refused.is_some() {
+            return;
+        }
+        tracing::error!(
+            error = %m,
+            "REFUSING TO PROCESS: partition counts of the contacts and changelog topics are wrong"
+        );
+        self.metrics.partition_mismatch.set(1);
+        self.ready.set(false);
+        self.abort("partition counts changed");
+        self.refused = Some(m);
     }
 
     /// Applies decoded records of partition `p` and sends the events they cause, in order.
@@ -373,6 +458,37 @@ pub(super) fn run_loop(
     ready: Readiness,
     shutdown: Shutdown,
 ) -> Result<(), ServiceError> {
+    // The counts first: before the producer fences anyone and before any restore.
+    let mut guard = Guard::new(&cfg)?;
+    let started = Instant::now();
+    loop {
+        if shutdown.is_triggered() {
+            return Ok(());
+        }
+        match guard.verify(CHECK_TIMEOUT) {
+            Ok(Ok(n)) => {
+                tracing::info!(
+                    partitions = n,
+                    "partition counts of contacts and changelog agree"
+                );
+                break;
+            }
+            Ok(Err(m)) => {
+                tracing::error!(
+                    error = %m,
+                    "REFUSING TO PROCESS: partition counts of the contacts and changelog topics are wrong"
+                );
+                metrics.partition_mismatch.set(1);
+                ready.set(false);
+                return wait_refusing(&shutdown);
+            }
+            Err(e) if started.elapsed() < STARTUP_CHECK_TIMEOUT => {
+                tracing::warn!(error = %e, "partition counts not available yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(ServiceError::Fatal(e.to_string())),
+        }
+    }
     let producer = txn::transactional_producer(&cfg)?;
     let core = Arc::new(Mutex::new(Core {
         cfg: cfg.clone(),
@@ -386,6 +502,8 @@ pub(super) fn run_loop(
         failed: None,
         processed: 0,
         idle_polls: 0,
+        guard,
+        refused: None,
     }));
     let consumer: BaseConsumer<Ctx> = consumer_config(&cfg).create_with_context(Ctx {
         core: core.clone(),
@@ -394,7 +512,9 @@ pub(super) fn run_loop(
     consumer.subscribe(&[&cfg.kafka.contacts_topic])?;
 
     let interval = cfg.processor.commit_interval;
+    let check_interval = cfg.processor.partition_check_interval;
     let mut last_commit = Instant::now();
+    let mut last_check = Instant::now();
     let mut burst = Vec::with_capacity(POLL_BATCH);
     let result = loop {
         if shutdown.is_triggered() {
@@ -408,6 +528,14 @@ pub(super) fn run_loop(
         }
         if idle {
             c.idle_polls += 1;
+        }
+        // Checked before the burst is applied: nothing polled after a change is applied.
+        if last_check.elapsed() >= check_interval {
+            last_check = Instant::now();
+            c.counts_hold();
+        }
+        if c.refused.is_some() {
+            break Ok(());
         }
         let step = c.process_burst(&burst);
         // Release the messages (and librdkafka's buffers) before the next poll.
@@ -433,13 +561,36 @@ pub(super) fn run_loop(
     };
     drop(burst);
     ready.set(false);
-    if result.is_ok() {
+    let refused = lock(&core).refused.is_some();
+    if result.is_ok() && !refused {
         let mut c = lock(&core);
         c.commit(&consumer)?;
         tracing::info!("final transaction committed; leaving the group");
     }
     drop(consumer);
+    if refused {
+        return wait_refusing(&shutdown);
+    }
     result
+}
+
+/// Refusing: nothing is consumed or committed; the admin endpoint keeps serving `/metrics`
+/// (the mismatch gauge) and a 503 `/readyz` until the process is stopped.
+fn wait_refusing(shutdown: &Shutdown) -> Result<(), ServiceError> {
+    while !shutdown.is_triggered() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Whether `m` carries the [`REPLAY_HEADER`](common::record::REPLAY_HEADER) (any value).
+fn is_replay(m: &BorrowedMessage<'_>) -> bool {
+    m.headers().is_some_and(|h| {
+        (0..h.count()).any(|i| {
+            h.try_get(i)
+                .is_some_and(|x| x.key == common::record::REPLAY_HEADER)
+        })
+    })
 }
 
 fn consumer_config(cfg: &Config) -> ClientConfig {

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub excluded_outage: prometheus::GaugeVec,
     pub dead_letters: IntCounterVec,
     pub changelog_writes: IntCounter,
+    pub partition_mismatch: IntGauge,
+    pub replays_skipped: IntCounter,
 }
 
 impl Metrics {
@@ -109,6 +111,16 @@ impl Metrics {
                 "State records written to the changelog.",
             )
             .expect("metric"),
+            partition_mismatch: IntGauge::new(
+                "lastseen_processor_partition_mismatch",
+                "1 while this instance refuses to process because the contacts and changelog partition counts differ or changed (docs/OPERATIONS.md).",
+            )
+            .expect("metric"),
+            replays_skipped: IntCounter::new(
+                "lastseen_processor_replays_skipped_total",
+                "Re-published contacts (header lastseen-replay) committed without being applied.",
+            )
+            .expect("metric"),
             registry,
         };
         for c in [
@@ -124,6 +136,8 @@ impl Metrics {
             Box::new(m.excluded_outage.clone()),
             Box::new(m.dead_letters.clone()),
             Box::new(m.changelog_writes.clone()),
+            Box::new(m.partition_mismatch.clone()),
+            Box::new(m.replays_skipped.clone()),
         ] {
             m.registry.register(c).expect("unique metric names");
         }

@@ -31,6 +31,7 @@
 //! - [`metrics`] — what `/metrics` exports.
 
 mod core;
+pub mod guard;
 pub mod metrics;
 mod restore;
 mod txn;
