@@ -270,7 +270,7 @@ impl ClickHouseError {
     /// The column the server's text blames, if it names one of `columns` where ClickHouse
     /// names a column (`column lat`, `name: lat,`, `key lat)`). Only a name from `columns`
     /// is ever returned, so no text of the message (or value in it) gets out.
-    pub fn column_in(&self, columns: &[&'static str]) -> Option<&'static str> {
+    pub fn column_in<'c>(&self, columns: &[&'c str]) -> Option<&'c str> {
         let text = self.server_text.as_deref()?;
         blamed_column(text, columns)
     }
@@ -339,7 +339,7 @@ pub(crate) fn exception_code(body: &str) -> Option<u32> {
 }
 
 /// The first of `columns` that `text` names where ClickHouse names a column.
-fn blamed_column(text: &str, columns: &[&'static str]) -> Option<&'static str> {
+fn blamed_column<'c>(text: &str, columns: &[&'c str]) -> Option<&'c str> {
     const BEFORE: &[&str] = &["column ", "column `", "column '", "name: ", "key "];
     let lower = text.to_ascii_lowercase();
     for marker in BEFORE {
@@ -622,7 +622,7 @@ mod tests {
                 format!("{e:?}"),
                 SinkError::from(e.clone()).to_string(),
             ] {
-                assert!(shown.contains(&format!("code {code}")), "{shown}");
+                assert!(shown.contains(&code.to_string()), "{shown}");
                 for v in values {
                     assert!(!shown.contains(v), "{shown} echoes {v}");
                 }

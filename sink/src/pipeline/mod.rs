@@ -21,6 +21,7 @@
 
 mod batch;
 mod kafka;
+mod split;
 mod writer;
 
 pub(crate) use kafka::{consumer_config, producer_config};
@@ -33,7 +34,7 @@ use common::config::Config;
 use common::lifecycle::Shutdown;
 use common::record::{DeadLetter, now_millis};
 use futures::FutureExt;
-use kafka::{SinkContext, commit, dead_letter, set_paused};
+use kafka::{DeadLetters, SinkContext, commit, set_paused};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
@@ -73,6 +74,12 @@ pub(crate) async fn deliver(
     };
     let consumer: StreamConsumer<SinkContext> = consumer_config(config).create_with_context(ctx)?;
     let producer: FutureProducer = producer_config(config).create()?;
+    let dlq = Arc::new(DeadLetters {
+        producer,
+        topic: config.kafka.dead_letter_topic.clone(),
+        sources: topics.clone(),
+        cfg: cfg.clone(),
+    });
     consumer.subscribe(&[topics[0].as_str(), topics[1].as_str()])?;
     tracing::info!(contacts = %topics[0], events = %topics[1], group = %cfg.group_id, "sink consuming");
 
@@ -105,10 +112,11 @@ pub(crate) async fn deliver(
             limits.written(b.full(&limits));
             let w = writer.clone();
             let rx = shutdown.clone();
+            let dlq = dlq.clone();
             let mut b = b;
             b.ping_chunks = b.pings.native_body(CHUNK);
             inflight = Some(tokio::spawn(async move {
-                let ok = w.write(&b, rx).await;
+                let ok = w.write(&b, &dlq, rx).await;
                 (b, ok)
             }));
         }
@@ -158,7 +166,7 @@ pub(crate) async fn deliver(
                 while let Some(msg) = next.take() {
                     match msg {
                         Ok(m) => {
-                            if !accept(&m, &mut batch, &topics, &producer, config, &writer,
+                            if !accept(&m, &mut batch, &topics, &dlq, config, &writer,
                                        &shutdown).await {
                                 // Shutdown before a dead letter was acknowledged: that offset
                                 // is not counted; it will be read again.
@@ -210,7 +218,7 @@ async fn accept(
     m: &BorrowedMessage<'_>,
     batch: &mut Batch,
     topics: &[String; 2],
-    producer: &FutureProducer,
+    dlq: &DeadLetters,
     config: &Config,
     writer: &Writer,
     shutdown: &Shutdown,
@@ -241,16 +249,7 @@ async fn accept(
                 at: now_millis(),
             };
             let key = m.key().map(<[u8]>::to_vec);
-            if !dead_letter(
-                producer,
-                &config.kafka.dead_letter_topic,
-                key,
-                &letter,
-                &config.sink,
-                shutdown,
-            )
-            .await
-            {
+            if !dlq.send(key, &letter, shutdown).await {
                 return false;
             }
             writer
