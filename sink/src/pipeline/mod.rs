@@ -1,20 +1,33 @@
 //! The delivery loop: Kafka → batches → ClickHouse → offset commit.
 //!
 //! - [`batch`] — the batch being filled: rows per table, offsets, the limits that make it due;
-//! - [`writer`] — a batch's inserts, retried until ClickHouse confirms them;
+//! - [`writer`] — a batch's inserts: retried while the failure is transient or systemic,
+//!   split when ClickHouse refuses rows for their data ([`split`], the bisection as pure
+//!   logic), the refused rows parked on the dead-letter topic;
 //! - [`kafka`] — consumer/producer settings and context, offset commits, dead letters;
 //! - this module — the loop itself and the decoding of each record into the batch.
 //!
 //! Invariants:
 //! - An offset is committed only after every row of every record before it (in its partition)
-//!   was confirmed by ClickHouse, or the record was a tick, or its dead letter was acknowledged.
+//!   was confirmed by ClickHouse, or the record was a tick, or its dead letter was acknowledged
+//!   (a record that does not decode, or a row ClickHouse refused for its data).
 //! - At most one batch is being written while the next one fills. Commits happen in batch order.
+//! - A record is dead-lettered only for itself: because it does not decode, or because
+//!   ClickHouse refused its row alone (a single-row insert failed with a *data* error,
+//!   `crate::error::ErrorClass`). A rejection that is not about the rows (*systemic*), or
+//!   that refuses more than `writer::MAX_REJECTED_ROWS` rows of one table of a batch, parks
+//!   nothing. Reasons and logs carry codes and names, never record values.
 //! - Batch limits grow (doubling, up to `sink.catch_up_factor`) while the sink is behind and
 //!   return to the configured ones once a batch is cut by `max_delay` (`Limits`).
-//! - A failed insert is retried (same rows, same dedup token) with exponential backoff, for
-//!   ever; meanwhile the next batch fills up to its limits, then the partitions are paused
-//!   (the consumer keeps polling so it stays in the group) until the write succeeds. On the
-//!   healthy path a full next batch just waits for the write in flight.
+//! - An insert that fails with a *transient* or *systemic* error is retried (same rows, same
+//!   dedup token) with exponential backoff, for ever; meanwhile the next batch fills up to its
+//!   limits, then the partitions are paused (the consumer keeps polling so it stays in the
+//!   group) until the write succeeds. On the healthy path a full next batch just waits for the
+//!   write in flight.
+//! - An insert that fails with a *data* error is split (halves, recursively; each sub-insert
+//!   retried as above with its own deterministic dedup token: batch token + table + row
+//!   range) until the refused rows are single; those are dead-lettered and every other row
+//!   is written once. The healthy path builds nothing for this.
 //! - Rebalance: only partitions still assigned are committed. Rows of revoked partitions may
 //!   still be written; the new owner re-reads from the last commit and the deduplicating keys
 //!   make the overlap harmless.

@@ -28,7 +28,7 @@ use common::record::{DeadLetter, now_millis};
 use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Most rows of one table of one batch that are parked: a rejection of more rows is taken as
@@ -50,6 +50,15 @@ impl Retryable for InsertFailed {
 /// The class of an insert error (a non-ClickHouse error is treated as transient).
 fn class(e: &SinkError) -> ErrorClass {
     e.clickhouse().map_or(ErrorClass::Transient, |c| c.class)
+}
+
+/// A split found more refused rows than [`MAX_REJECTED_ROWS`]: retried as systemic.
+struct TooManyRefused;
+
+impl Retryable for TooManyRefused {
+    fn is_retryable(&self) -> bool {
+        true
+    }
 }
 
 /// How one insert ended once transient and systemic failures were retried.
@@ -171,14 +180,15 @@ impl Writer {
 
     /// Writes rows `0..n` of `table` with `insert(rows, token)`: whole, and split when
     /// ClickHouse refuses rows. Returns the refused rows (each with its error), or `None` if
-    /// shutdown came first.
+    /// shutdown came first. A split that finds more than [`MAX_REJECTED_ROWS`] refused rows
+    /// parks none: the whole batch is tried again after a backoff, as a systemic rejection.
     async fn write_table<F, Fut>(
         &self,
         table: &'static str,
         n: usize,
         batch: &Batch,
         shutdown: &Shutdown,
-        mut insert: F,
+        insert: F,
     ) -> Option<Vec<(usize, ClickHouseError)>>
     where
         F: FnMut(Range<usize>, Option<String>) -> Fut,
@@ -188,54 +198,77 @@ impl Writer {
             return Some(Vec::new());
         }
         let token = self.dedup_tokens.then(|| batch.token(table));
+        let insert = Mutex::new(insert);
         let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
-        loop {
-            let error = match self
-                .insert(table, n, shutdown, || insert(0..n, token.clone()))
-                .await
-            {
-                Outcome::Written => return Some(Vec::new()),
-                Outcome::Shutdown => return None,
-                Outcome::Refused(e) => e,
-            };
-            tracing::warn!(table, rows = n, error = %error,
-                "ClickHouse refused rows of the batch; splitting it to find them");
-            let mut split = Split::new(0..n, error, MAX_REJECTED_ROWS);
-            while let Some(rows) = split.next() {
-                let sub = token.as_ref().map(|t| sub_token(t, rows.clone()));
-                let len = rows.len();
-                match self
-                    .insert(table, len, shutdown, || insert(rows.clone(), sub.clone()))
-                    .await
-                {
-                    Outcome::Written => {}
-                    Outcome::Refused(e) => split.refused(rows, e),
-                    Outcome::Shutdown => return None,
-                }
-            }
-            if !split.over_limit() {
-                return Some(split.into_rejected());
-            }
-            // So many refused rows: the request, not the rows, is wrong.
-            self.metrics
-                .insert_rejected
-                .with_label_values(&[table, ErrorClass::Systemic.as_str()])
-                .inc();
-            self.set_up(false);
-            let delay = backoff.next_delay();
-            tracing::error!(
-                table,
-                rows = n,
-                limit = MAX_REJECTED_ROWS,
-                ?delay,
-                "ClickHouse refuses more rows of the batch than the sink parks; retrying the \
-                 whole batch (operator action needed)"
-            );
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = shutdown.cancelled() => return None,
+        let result = retry_with(
+            shutdown,
+            &mut backoff,
+            || self.round(table, n, token.as_deref(), shutdown, &insert),
+            |_: &TooManyRefused, _, delay| {
+                self.metrics
+                    .insert_rejected
+                    .with_label_values(&[table, ErrorClass::Systemic.as_str()])
+                    .inc();
+                self.set_up(false);
+                tracing::error!(
+                    table,
+                    rows = n,
+                    limit = MAX_REJECTED_ROWS,
+                    ?delay,
+                    "ClickHouse refuses more rows of the batch than the sink parks; retrying \
+                     the whole batch (operator action needed)"
+                );
+            },
+        )
+        .await;
+        result.ok().flatten()
+    }
+
+    /// One try of [`Writer::write_table`]: the whole insert, then the split if ClickHouse
+    /// refused rows. `Ok(None)`: shutdown came first.
+    async fn round<F, Fut>(
+        &self,
+        table: &'static str,
+        n: usize,
+        token: Option<&str>,
+        shutdown: &Shutdown,
+        insert: &Mutex<F>,
+    ) -> Result<Option<Vec<(usize, ClickHouseError)>>, TooManyRefused>
+    where
+        F: FnMut(Range<usize>, Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), SinkError>>,
+    {
+        // Locked only to make the insert's future (nothing awaits under the lock); a mutex
+        // rather than a RefCell because the batch's write runs in a spawned (Send) task.
+        let run = |rows: Range<usize>, token: Option<String>| {
+            let mut insert = insert
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (*insert)(rows, token)
+        };
+        let whole = || run(0..n, token.map(str::to_string));
+        let error = match self.insert(table, n, shutdown, whole).await {
+            Outcome::Written => return Ok(Some(Vec::new())),
+            Outcome::Shutdown => return Ok(None),
+            Outcome::Refused(e) => e,
+        };
+        tracing::warn!(table, rows = n, error = %error,
+            "ClickHouse refused rows of the batch; splitting it to find them");
+        let mut split = Split::new(0..n, error, MAX_REJECTED_ROWS);
+        while let Some(rows) = split.next() {
+            let sub = token.map(|t| sub_token(t, rows.clone()));
+            let part = || run(rows.clone(), sub.clone());
+            let outcome = self.insert(table, rows.len(), shutdown, part).await;
+            match outcome {
+                Outcome::Written => {}
+                Outcome::Refused(e) => split.refused(rows, e),
+                Outcome::Shutdown => return Ok(None),
             }
         }
+        if split.over_limit() {
+            return Err(TooManyRefused);
+        }
+        Ok(Some(split.into_rejected()))
     }
 
     /// Runs one insert of `rows` rows until it is written, refused for its data, or shutdown
