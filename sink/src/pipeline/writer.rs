@@ -137,6 +137,9 @@ impl Writer {
         let Some(rejected) = rejected else {
             return false;
         };
+        if rejected.is_empty() {
+            return true;
+        }
         let index = index.get_or_init(|| pings.index());
         let row = |i: usize| {
             let value = serde_json::to_value(pings.row(index, i)).unwrap_or_default();
