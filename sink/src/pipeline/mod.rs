@@ -30,7 +30,8 @@
 //!   is written once. The healthy path builds nothing for this.
 //! - Rebalance: only partitions still assigned are committed. Rows of revoked partitions may
 //!   still be written; the new owner re-reads from the last commit and the deduplicating keys
-//!   make the overlap harmless.
+//!   make the overlap harmless (a refused row in that overlap is parked by both owners: the
+//!   dead-letter topic is at least once).
 
 mod batch;
 mod kafka;
