@@ -2,7 +2,7 @@
 //! validation off (no `RowBinaryWithNamesAndTypes` there), the database set on the client and
 //! bare table names in `INSERT`, text (TabSeparated) results for administrative queries.
 
-use crate::error::SinkError;
+use crate::error::{ClickHouseError, ErrorClass, SinkError};
 use crate::version::ServerVersion;
 use bytes::Bytes;
 use clickhouse::{Client, Compression, Row, RowWrite};
@@ -59,8 +59,10 @@ impl Ch {
             .and_then(|r| r.first())
             .cloned()
             .unwrap_or_default();
-        ServerVersion::parse(&v)
-            .ok_or_else(|| SinkError::ClickHouseRejected(format!("unparsable version `{v}`")))
+        ServerVersion::parse(&v).ok_or_else(|| {
+            ClickHouseError::client(ErrorClass::Systemic, format!("unparsable version `{v}`"))
+                .into()
+        })
     }
 
     /// `CREATE DATABASE IF NOT EXISTS` for the configured database (needs a client without a

@@ -12,6 +12,8 @@ pub struct Metrics {
     pub insert_duration: HistogramVec,
     pub insert_errors: IntCounterVec,
     pub dead_letters: IntCounterVec,
+    pub insert_rejected: IntCounterVec,
+    pub rows_dead_lettered: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub clickhouse_up: Gauge,
 }
@@ -62,6 +64,25 @@ impl Metrics {
             &["reason"],
         )
         .expect("metric");
+        let insert_rejected = IntCounterVec::new(
+            Opts::new(
+                "lastseen_sink_insert_rejected_total",
+                "INSERT attempts ClickHouse rejected for good, by class: systemic (the request \
+                 cannot work for any row: retried, an operator must act) or data (rows refused: \
+                 the batch is split)",
+            ),
+            &["table", "class"],
+        )
+        .expect("metric");
+        let rows_dead_lettered = IntCounterVec::new(
+            Opts::new(
+                "lastseen_sink_rows_dead_lettered_total",
+                "Rows ClickHouse refused for their data, parked on the dead-letter topic, by \
+                 ClickHouse error name",
+            ),
+            &["table", "reason"],
+        )
+        .expect("metric");
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
                 "lastseen_sink_consumer_lag_records",
@@ -75,7 +96,14 @@ impl Metrics {
             "1 while ClickHouse accepts our requests",
         )
         .expect("metric");
-        for c in [&rows_written, &batches, &insert_errors, &dead_letters] {
+        for c in [
+            &rows_written,
+            &batches,
+            &insert_errors,
+            &dead_letters,
+            &insert_rejected,
+            &rows_dead_lettered,
+        ] {
             registry.register(Box::new(c.clone())).expect("register");
         }
         registry
@@ -94,6 +122,8 @@ impl Metrics {
             insert_duration,
             insert_errors,
             dead_letters,
+            insert_rejected,
+            rows_dead_lettered,
             consumer_lag,
             clickhouse_up,
         }

@@ -14,7 +14,7 @@
 //! and may use `{retention_days}`.
 
 use crate::ch::{Ch, quote_str};
-use crate::error::SinkError;
+use crate::error::{ErrorClass, SinkError};
 use crate::version::ServerVersion;
 use std::collections::BTreeMap;
 
@@ -237,7 +237,11 @@ pub async fn apply(
         }
         for stmt in statements(m.sql) {
             exec_idempotent(ch, &stmt).await.map_err(|e| match e {
-                SinkError::ClickHouseRejected(msg) => {
+                // The statement is ours (no record values): the server's own words help.
+                SinkError::ClickHouse(c) if c.class != ErrorClass::Transient => {
+                    let msg = c
+                        .server_text()
+                        .map_or_else(|| c.to_string(), str::to_string);
                     SinkError::Migration(format!("{}: {msg}", m.name))
                 }
                 other => other,

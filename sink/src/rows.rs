@@ -9,6 +9,7 @@ use common::codec::{self, DecodeError};
 use common::record::ContactRef;
 use serde::Serialize;
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// A row of `pings`, owned: the oracle of the tests that check [`PingBlock`] against the
 /// `clickhouse` crate's own encoding. The sink itself never builds one.
@@ -126,14 +127,72 @@ impl PingBlock {
     /// counts, then per column its name, its type and its values), cut into chunks of at most
     /// `chunk` bytes for the request body. Empty when there are no rows.
     pub fn native_body(&self, chunk: usize) -> Vec<Bytes> {
-        let n = self.len();
+        self.encode(0..self.len(), &self.person_id, &self.device_id, chunk)
+    }
+
+    /// Where each row's strings start in the string columns: what [`PingBlock::rows_body`]
+    /// and [`PingBlock::row`] need. Built only when a batch has to be split (one pass over
+    /// the strings), so the hot path keeps no per-row boundaries.
+    pub fn index(&self) -> PingIndex {
+        let starts = |col: &[u8]| {
+            let mut out = Vec::with_capacity(self.len() + 1);
+            let mut at = 0;
+            while at < col.len() {
+                out.push(at);
+                let (len, n) = get_varuint(&col[at..]);
+                at += n + usize::try_from(len).expect("a string length fits in memory");
+            }
+            out.push(at);
+            out
+        };
+        PingIndex {
+            person_id: starts(&self.person_id),
+            device_id: starts(&self.device_id),
+        }
+    }
+
+    /// [`PingBlock::native_body`] of the rows `rows` only (`index` from [`PingBlock::index`]).
+    pub fn rows_body(&self, index: &PingIndex, rows: Range<usize>, chunk: usize) -> Vec<Bytes> {
+        let person = &self.person_id[index.person_id[rows.start]..index.person_id[rows.end]];
+        let device = &self.device_id[index.device_id[rows.start]..index.device_id[rows.end]];
+        self.encode(rows, person, device, chunk)
+    }
+
+    /// Row `i`, owned (for a dead letter).
+    pub fn row(&self, index: &PingIndex, i: usize) -> PingRow {
+        let text = |col: &[u8], starts: &[usize]| {
+            let field = &col[starts[i]..starts[i + 1]];
+            let (_, n) = get_varuint(field);
+            String::from_utf8_lossy(&field[n..]).into_owned()
+        };
+        PingRow {
+            person_id: text(&self.person_id, &index.person_id),
+            device_id: text(&self.device_id, &index.device_id),
+            device_ts: self.device_ts[i],
+            device_ts_ms: self.device_ts_ms[i],
+            received_at: self.received_at[i],
+            received_at_ms: self.received_at_ms[i],
+            lat: self.lat[i],
+            lon: self.lon[i],
+            accuracy_m: (self.accuracy_null[i] == 0).then_some(self.accuracy_m[i]),
+            kafka_partition: self.kafka_partition[i],
+            kafka_offset: self.kafka_offset[i],
+        }
+    }
+
+    /// The Kafka partition and offset row `i` was read from.
+    pub fn source(&self, i: usize) -> (i32, i64) {
+        (self.kafka_partition[i], self.kafka_offset[i])
+    }
+
+    /// The block of `rows`, whose encoded strings are `person` and `device`.
+    fn encode(&self, rows: Range<usize>, person: &[u8], device: &[u8], chunk: usize) -> Vec<Bytes> {
+        let n = rows.len();
         if n == 0 {
             return Vec::new();
         }
         let mut b = Vec::with_capacity(
-            256 + self.person_id.len()
-                + self.device_id.len()
-                + n * (4 + 8 + 4 + 8 + 8 + 8 + 1 + 4 + 4 + 8),
+            256 + person.len() + device.len() + n * (4 + 8 + 4 + 8 + 8 + 8 + 1 + 4 + 4 + 8),
         );
         put_varuint(&mut b, 11);
         put_varuint(&mut b, n as u64);
@@ -141,29 +200,30 @@ impl PingBlock {
             put_string(b, name);
             put_string(b, ty);
         };
+        let r = rows;
         column(&mut b, "person_id", "String");
-        b.extend_from_slice(&self.person_id);
+        b.extend_from_slice(person);
         column(&mut b, "device_id", "String");
-        b.extend_from_slice(&self.device_id);
+        b.extend_from_slice(device);
         column(&mut b, "device_ts", "DateTime");
-        le_bytes(&mut b, &self.device_ts, u32::to_le_bytes);
+        le_bytes(&mut b, &self.device_ts[r.clone()], u32::to_le_bytes);
         column(&mut b, "device_ts_ms", "Int64");
-        le_bytes(&mut b, &self.device_ts_ms, i64::to_le_bytes);
+        le_bytes(&mut b, &self.device_ts_ms[r.clone()], i64::to_le_bytes);
         column(&mut b, "received_at", "DateTime");
-        le_bytes(&mut b, &self.received_at, u32::to_le_bytes);
+        le_bytes(&mut b, &self.received_at[r.clone()], u32::to_le_bytes);
         column(&mut b, "received_at_ms", "Int64");
-        le_bytes(&mut b, &self.received_at_ms, i64::to_le_bytes);
+        le_bytes(&mut b, &self.received_at_ms[r.clone()], i64::to_le_bytes);
         column(&mut b, "lat", "Float64");
-        le_bytes(&mut b, &self.lat, f64::to_le_bytes);
+        le_bytes(&mut b, &self.lat[r.clone()], f64::to_le_bytes);
         column(&mut b, "lon", "Float64");
-        le_bytes(&mut b, &self.lon, f64::to_le_bytes);
+        le_bytes(&mut b, &self.lon[r.clone()], f64::to_le_bytes);
         column(&mut b, "accuracy_m", "Nullable(Float32)");
-        b.extend_from_slice(&self.accuracy_null);
-        le_bytes(&mut b, &self.accuracy_m, f32::to_le_bytes);
+        b.extend_from_slice(&self.accuracy_null[r.clone()]);
+        le_bytes(&mut b, &self.accuracy_m[r.clone()], f32::to_le_bytes);
         column(&mut b, "kafka_partition", "Int32");
-        le_bytes(&mut b, &self.kafka_partition, i32::to_le_bytes);
+        le_bytes(&mut b, &self.kafka_partition[r.clone()], i32::to_le_bytes);
         column(&mut b, "kafka_offset", "Int64");
-        le_bytes(&mut b, &self.kafka_offset, i64::to_le_bytes);
+        le_bytes(&mut b, &self.kafka_offset[r], i64::to_le_bytes);
         let body = Bytes::from(b);
         let chunk = chunk.max(1);
         (0..body.len())
@@ -200,6 +260,26 @@ fn put_varuint(b: &mut Vec<u8>, mut n: u64) {
         }
         b.push(byte | 0x80);
     }
+}
+
+/// A LEB128 number at the start of `b`, and how many bytes it took.
+fn get_varuint(b: &[u8]) -> (u64, usize) {
+    let mut n = 0u64;
+    for (i, byte) in b.iter().enumerate() {
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (n, i + 1);
+        }
+    }
+    (n, b.len())
+}
+
+/// Where each row's strings start in a [`PingBlock`]'s string columns (one more entry than
+/// rows: the end).
+#[derive(Debug, Clone, Default)]
+pub struct PingIndex {
+    person_id: Vec<usize>,
+    device_id: Vec<usize>,
 }
 
 /// `String`: length, then the bytes.
@@ -240,6 +320,24 @@ pub struct EventRow {
     pub kafka_offset: i64,
     /// The event's per-person sequence number; -1 for events written before it existed.
     pub seq: i64,
+}
+
+/// A row of a table written from `Vec` rows: where it was read from (for its dead letter).
+pub trait SourceRow {
+    /// The Kafka partition and offset of the record the row came from.
+    fn source(&self) -> (i32, i64);
+}
+
+impl SourceRow for RegistrationRow {
+    fn source(&self) -> (i32, i64) {
+        (self.kafka_partition, self.kafka_offset)
+    }
+}
+
+impl SourceRow for EventRow {
+    fn source(&self) -> (i32, i64) {
+        (self.kafka_partition, self.kafka_offset)
+    }
 }
 
 /// What one Kafka record becomes.
@@ -390,6 +488,59 @@ mod tests {
         );
         // A contact is not an event.
         assert!(decode(Source::Events, Some(ping), 0, 0, -1).is_err());
+    }
+
+    fn ping(i: usize) -> PingRow {
+        PingRow {
+            person_id: if i % 5 == 0 {
+                String::new()
+            } else {
+                format!("person-ü-{i}-{}", "x".repeat(i * 7))
+            },
+            device_id: format!("дев-{i}"),
+            device_ts: i as u32,
+            device_ts_ms: i as i64 * 1001,
+            received_at: 7,
+            received_at_ms: -(i as i64),
+            lat: i as f64 * 0.5,
+            lon: -(i as f64),
+            accuracy_m: (i % 3 != 0).then_some(i as f32),
+            kafka_partition: (i % 4) as i32,
+            kafka_offset: 1000 + i as i64,
+        }
+    }
+
+    /// A range of rows encodes exactly as a block of only those rows would, and each row
+    /// comes back as it was pushed (long strings: multi-byte lengths).
+    #[test]
+    fn a_range_of_the_block_is_the_block_of_the_range() {
+        let rows: Vec<PingRow> = (0..40).map(ping).collect();
+        let mut block = PingBlock::default();
+        for r in &rows {
+            block.push(&r.as_ref());
+        }
+        let index = block.index();
+        let flat = |c: Vec<Bytes>| c.concat();
+        assert_eq!(
+            flat(block.rows_body(&index, 0..40, 64)),
+            flat(block.native_body(1 << 20))
+        );
+        for range in [0..1, 3..4, 5..17, 20..40, 39..40, 0..40] {
+            let mut part = PingBlock::default();
+            for r in &rows[range.clone()] {
+                part.push(&r.as_ref());
+            }
+            assert_eq!(
+                flat(block.rows_body(&index, range.clone(), 100)),
+                flat(part.native_body(1 << 20)),
+                "{range:?}"
+            );
+        }
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(&block.row(&index, i), r);
+            assert_eq!(block.source(i), (r.kafka_partition, r.kafka_offset));
+        }
+        assert!(block.rows_body(&index, 4..4, 10).is_empty());
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Resul
 }
 
 /// A record that cannot be decoded. `reason` is a short, fixed label (a metric label and the
-/// start of a dead letter's reason); `detail` says what is wrong.
+/// start of a dead letter's reason); `detail` says what is wrong, in our words and field names
+/// only: never a value of the record (details go into dead-letter reasons and logs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {detail}")]
 pub struct DecodeError {
@@ -45,20 +46,52 @@ impl DecodeError {
         DecodeError::new("empty_payload", "record has no value")
     }
 
-    /// A serde_json error, classified.
+    /// A serde_json error, classified. The detail is the category and the position only:
+    /// serde's message quotes the offending value (`invalid type: string "Arbat 1"`,
+    /// `unknown variant `…``), and details end up in dead-letter reasons and logs.
     pub(crate) fn json(e: &serde_json::Error) -> DecodeError {
         use serde_json::error::Category;
-        let reason = match e.classify() {
-            Category::Syntax => "invalid_json",
-            Category::Eof => "truncated_json",
-            Category::Data => "schema_mismatch",
-            Category::Io => "io",
+        let (reason, what) = match e.classify() {
+            Category::Syntax => ("invalid_json", "not valid JSON"),
+            Category::Eof => ("truncated_json", "JSON ends early"),
+            Category::Data => ("schema_mismatch", "a field does not fit the record type"),
+            Category::Io => ("io", "read error"),
         };
-        DecodeError::new(reason, e.to_string())
+        DecodeError::new(
+            reason,
+            format!("{what} at line {} column {}", e.line(), e.column()),
+        )
     }
 
     /// Valid JSON whose fields do not fit the record's type.
     pub(crate) fn schema(detail: String) -> DecodeError {
         DecodeError::new("schema_mismatch", detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record's values never reach the detail, whatever serde would have said.
+    #[test]
+    fn json_error_details_carry_no_values() {
+        for bad in [
+            r#"{"type":"registration","person_id":"p-secret","address":98765,"received_at":1}"#,
+            r#"{"type":"ping","person_id":"p-secret","device_id":"d","device_ts":"Arbat 1","lat":1,"lon":2,"received_at":1}"#,
+            r#"{"type":"Arbat 1","received_at":1}"#,
+            r#"{"type":"ping","Arbat 1":1}"#,
+            r#"{"type":"ping","person_id":"p-secret" Arbat 1"#,
+            r#"{"type":"ping","person_id":"p-secret"#,
+        ] {
+            let e = contact::decode(bad.as_bytes()).unwrap_err();
+            let shown = e.to_string();
+            for v in ["Arbat", "p-secret", "98765"] {
+                assert!(!shown.contains(v), "{shown} echoes {v}");
+            }
+            assert!(shown.contains(" at line 1 column "), "{shown}");
+        }
+        let e = contact::decode(br#"{"type":"ping","person_id":"p""#).unwrap_err();
+        assert_eq!(e.reason, "truncated_json");
     }
 }

@@ -3,6 +3,7 @@
 
 use super::batch::Batch;
 use crate::metrics::Metrics;
+use crate::rows::Source;
 use common::config::{Config, SinkConfig};
 use common::lifecycle::{Backoff, Retryable, Shutdown, retry_with};
 use common::record::DeadLetter;
@@ -159,6 +160,41 @@ pub(crate) fn commit(
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             tracing::warn!(error = %e, "offset commit failed; records will be re-read");
         }
+    }
+}
+
+/// Where dead letters go and how: what the decoding of records and the writer share.
+pub(crate) struct DeadLetters {
+    pub(crate) producer: FutureProducer,
+    /// `kafka.dead_letter_topic`.
+    pub(crate) topic: String,
+    /// The contacts and events topics (a dead letter names the record's topic).
+    pub(crate) sources: [String; 2],
+    pub(crate) cfg: SinkConfig,
+}
+
+impl DeadLetters {
+    /// The topic records of `source` are read from.
+    pub(crate) fn topic_of(&self, source: Source) -> &str {
+        &self.sources[usize::from(super::batch::source_tag(source))]
+    }
+
+    /// [`dead_letter`] to this topic.
+    pub(crate) async fn send(
+        &self,
+        key: Option<Vec<u8>>,
+        letter: &DeadLetter,
+        shutdown: &Shutdown,
+    ) -> bool {
+        dead_letter(
+            &self.producer,
+            &self.topic,
+            key,
+            letter,
+            &self.cfg,
+            shutdown,
+        )
+        .await
     }
 }
 

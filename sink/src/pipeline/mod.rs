@@ -1,26 +1,41 @@
 //! The delivery loop: Kafka → batches → ClickHouse → offset commit.
 //!
 //! - [`batch`] — the batch being filled: rows per table, offsets, the limits that make it due;
-//! - [`writer`] — a batch's inserts, retried until ClickHouse confirms them;
+//! - [`writer`] — a batch's inserts: retried while the failure is transient or systemic,
+//!   split when ClickHouse refuses rows for their data ([`split`], the bisection as pure
+//!   logic), the refused rows parked on the dead-letter topic;
 //! - [`kafka`] — consumer/producer settings and context, offset commits, dead letters;
 //! - this module — the loop itself and the decoding of each record into the batch.
 //!
 //! Invariants:
 //! - An offset is committed only after every row of every record before it (in its partition)
-//!   was confirmed by ClickHouse, or the record was a tick, or its dead letter was acknowledged.
+//!   was confirmed by ClickHouse, or the record was a tick, or its dead letter was acknowledged
+//!   (a record that does not decode, or a row ClickHouse refused for its data).
 //! - At most one batch is being written while the next one fills. Commits happen in batch order.
+//! - A record is dead-lettered only for itself: because it does not decode, or because
+//!   ClickHouse refused its row alone (a single-row insert failed with a *data* error,
+//!   `crate::error::ErrorClass`). A rejection that is not about the rows (*systemic*), or
+//!   that refuses more than `writer::MAX_REJECTED_ROWS` rows of one table of a batch, parks
+//!   nothing. Reasons and logs carry codes and names, never record values.
 //! - Batch limits grow (doubling, up to `sink.catch_up_factor`) while the sink is behind and
 //!   return to the configured ones once a batch is cut by `max_delay` (`Limits`).
-//! - A failed insert is retried (same rows, same dedup token) with exponential backoff, for
-//!   ever; meanwhile the next batch fills up to its limits, then the partitions are paused
-//!   (the consumer keeps polling so it stays in the group) until the write succeeds. On the
-//!   healthy path a full next batch just waits for the write in flight.
+//! - An insert that fails with a *transient* or *systemic* error is retried (same rows, same
+//!   dedup token) with exponential backoff, for ever; meanwhile the next batch fills up to its
+//!   limits, then the partitions are paused (the consumer keeps polling so it stays in the
+//!   group) until the write succeeds. On the healthy path a full next batch just waits for the
+//!   write in flight.
+//! - An insert that fails with a *data* error is split (halves, recursively; each sub-insert
+//!   retried as above with its own deterministic dedup token: batch token + table + row
+//!   range) until the refused rows are single; those are dead-lettered and every other row
+//!   is written once. The healthy path builds nothing for this.
 //! - Rebalance: only partitions still assigned are committed. Rows of revoked partitions may
 //!   still be written; the new owner re-reads from the last commit and the deduplicating keys
-//!   make the overlap harmless.
+//!   make the overlap harmless (a refused row in that overlap is parked by both owners: the
+//!   dead-letter topic is at least once).
 
 mod batch;
 mod kafka;
+mod split;
 mod writer;
 
 pub(crate) use kafka::{consumer_config, producer_config};
@@ -33,7 +48,7 @@ use common::config::Config;
 use common::lifecycle::Shutdown;
 use common::record::{DeadLetter, now_millis};
 use futures::FutureExt;
-use kafka::{SinkContext, commit, dead_letter, set_paused};
+use kafka::{DeadLetters, SinkContext, commit, set_paused};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
@@ -73,6 +88,12 @@ pub(crate) async fn deliver(
     };
     let consumer: StreamConsumer<SinkContext> = consumer_config(config).create_with_context(ctx)?;
     let producer: FutureProducer = producer_config(config).create()?;
+    let dlq = Arc::new(DeadLetters {
+        producer,
+        topic: config.kafka.dead_letter_topic.clone(),
+        sources: topics.clone(),
+        cfg: cfg.clone(),
+    });
     consumer.subscribe(&[topics[0].as_str(), topics[1].as_str()])?;
     tracing::info!(contacts = %topics[0], events = %topics[1], group = %cfg.group_id, "sink consuming");
 
@@ -105,10 +126,11 @@ pub(crate) async fn deliver(
             limits.written(b.full(&limits));
             let w = writer.clone();
             let rx = shutdown.clone();
+            let dlq = dlq.clone();
             let mut b = b;
             b.ping_chunks = b.pings.native_body(CHUNK);
             inflight = Some(tokio::spawn(async move {
-                let ok = w.write(&b, rx).await;
+                let ok = w.write(&b, &dlq, rx).await;
                 (b, ok)
             }));
         }
@@ -158,7 +180,7 @@ pub(crate) async fn deliver(
                 while let Some(msg) = next.take() {
                     match msg {
                         Ok(m) => {
-                            if !accept(&m, &mut batch, &topics, &producer, config, &writer,
+                            if !accept(&m, &mut batch, &topics, &dlq, config, &writer,
                                        &shutdown).await {
                                 // Shutdown before a dead letter was acknowledged: that offset
                                 // is not counted; it will be read again.
@@ -210,7 +232,7 @@ async fn accept(
     m: &BorrowedMessage<'_>,
     batch: &mut Batch,
     topics: &[String; 2],
-    producer: &FutureProducer,
+    dlq: &DeadLetters,
     config: &Config,
     writer: &Writer,
     shutdown: &Shutdown,
@@ -241,16 +263,7 @@ async fn accept(
                 at: now_millis(),
             };
             let key = m.key().map(<[u8]>::to_vec);
-            if !dead_letter(
-                producer,
-                &config.kafka.dead_letter_topic,
-                key,
-                &letter,
-                &config.sink,
-                shutdown,
-            )
-            .await
-            {
+            if !dlq.send(key, &letter, shutdown).await {
                 return false;
             }
             writer
