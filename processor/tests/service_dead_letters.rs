@@ -408,12 +408,9 @@ async fn undecodable_contacts_are_dead_lettered_once_in_the_same_transaction() {
     ns.cleanup().await.expect("cleanup");
 }
 
-// TODO(issue 15, "Dead-letter reasons and WARN logs never echo record values"): the reason
-// ends with `common::codec::DecodeError.detail`, serde_json's message, which echoes values
-// (`invalid type: string "55.7512", expected f64`). Its sanitizing is another engineer's part
-// of issue 15 (`common/src/codec/mod.rs`); once merged, remove this `#[ignore]`.
+// "Dead-letter reasons and WARN logs never echo record values" (issue 15): the reason ends
+// with `common::codec::DecodeError.detail`, which keeps only serde's category and position.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "TODO(issue 15): fails until DecodeError.detail is sanitized in common/src/codec/mod.rs"]
 async fn dead_letter_reasons_carry_no_value_of_the_record() {
     let Scenario { ns, dead, .. } = dead_letter_scenario().await;
     let leaks: Vec<&str> = dead
