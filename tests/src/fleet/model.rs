@@ -1073,7 +1073,13 @@ mod tests {
             let h = Horizon { must: t + look, may: t + look + 3000 };
             let old = expect(&cs, &f, &P, Some(h));
             let new = alternatives(&cs, &f, &P, Some(h));
-            proptest::prop_assert!(new.ambiguous.is_none());
+            if let Some(why) = &new.ambiguous {
+                // The per-event model gives up only past MAX_ALTERNATIVES possible histories,
+                // and then the kinds-only model could not decide either.
+                proptest::prop_assert!(why.contains("possible histories"), "{}", why);
+                proptest::prop_assert!(old.ambiguous.is_some());
+                return Ok(());
+            }
             if old.ambiguous.is_none() {
                 proptest::prop_assert_eq!(new.alternatives.len(), 1);
                 let a = &new.alternatives[0];
